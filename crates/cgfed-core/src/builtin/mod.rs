@@ -1,0 +1,3 @@
+//! Plugins that ship with the core because every comparison needs them.
+
+pub mod none;

@@ -1,0 +1,83 @@
+//! The [`GradientCompressor`] trait.
+
+use std::collections::BTreeMap;
+
+use crate::context::RoundCtx;
+use crate::error::Result;
+use crate::payload::Payload;
+use crate::state::ClientState;
+use crate::update::Update;
+
+/// What a lifecycle hook reports back to the runner.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HookReport {
+    /// Extra metrics for the round's JSON line (e.g. `ae_finetune_loss`).
+    pub metrics: BTreeMap<String, f64>,
+    /// Bytes every participating client must download because of this hook (e.g. a
+    /// refreshed encoder); the runner counts it as downlink.
+    pub broadcast_bytes: usize,
+}
+
+/// Turns an [`Update`] into the exact bytes a client sends, and back.
+///
+/// # Design
+///
+/// Two methods are required: [`compress`](Self::compress) and
+/// [`decompress`](Self::decompress). Everything else is a provided no-op hook:
+///
+/// - calibration ([`calibration_rounds`](Self::calibration_rounds),
+///   [`observe`](Self::observe), [`fit`](Self::fit)): a learned compressor (CG-FedLLM's
+///   TGAP) asks for dense rounds, sees every client update of them, then fits itself;
+/// - [`after_round`](Self::after_round): server-side adaptation between rounds (FAF);
+/// - [`client_artifacts`](Self::client_artifacts): bytes every client must download before
+///   it can compress (e.g. encoder weights), counted as downlink.
+///
+/// Per-client memory (error-feedback residuals, warm starts) lives in the [`ClientState`]
+/// passed to `compress`, never in `self`: the runner owns it, keeps it for clients that are
+/// not sampled and checkpoints it. `compress` and `decompress` take `&self` so clients can
+/// run in parallel.
+///
+/// # Wire rules
+///
+/// The payload starts with the header of [`Payload::builder`]; its length is the whole cost.
+/// `decompress` validates every length, index and value and returns
+/// [`crate::Error::MalformedPayload`] on anything wrong: it never panics and never allocates
+/// from an unchecked length field. Decoded tensors follow `ctx.layout`.
+pub trait GradientCompressor: Send + Sync {
+    /// Registered name, also written in the payload header.
+    fn name(&self) -> &str;
+
+    /// Encode `update` (laid out as `ctx.layout`) for the wire.
+    fn compress(&self, update: &Update, state: &mut ClientState, ctx: &RoundCtx)
+        -> Result<Payload>;
+
+    /// Decode a payload produced by [`compress`](Self::compress) with the same `ctx`.
+    fn decompress(&self, payload: &Payload, ctx: &RoundCtx) -> Result<Update>;
+
+    /// Number of dense calibration rounds wanted before compression starts. Default: 0.
+    fn calibration_rounds(&self) -> usize {
+        0
+    }
+
+    /// See one dense client update during calibration. Default: ignore it.
+    fn observe(&mut self, _update: &Update, _ctx: &RoundCtx) -> Result<()> {
+        Ok(())
+    }
+
+    /// Fit after the calibration rounds. Default: nothing to fit.
+    fn fit(&mut self) -> Result<HookReport> {
+        Ok(HookReport::default())
+    }
+
+    /// Server-side adaptation after a round, given what arrived and how it decoded.
+    /// Default: nothing.
+    fn after_round(&mut self, _received: &[(Payload, Update)], _ctx: &RoundCtx) -> Result<HookReport> {
+        Ok(HookReport::default())
+    }
+
+    /// Bytes every client must download before compressing (e.g. encoder weights).
+    /// Default: none.
+    fn client_artifacts(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+}

@@ -1,0 +1,110 @@
+//! Config helpers shared by every plugin: a plugin's TOML table ([`PluginTable`]) and
+//! parsing a table into a typed config with errors that name the key path.
+//!
+//! A plugin's config struct is its constructor: a serde struct with
+//! `#[serde(deny_unknown_fields)]`, documented defaults and a `validate()`; the factory
+//! calls [`PluginTable::parse`] then builds the runtime object.
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// A plugin's TOML table: `name = "..."` plus the plugin's own keys.
+///
+/// ```toml
+/// [compressor]
+/// name = "fp16"
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginTable {
+    /// Dotted path of the table in the config (e.g. `compressor`), used in error messages.
+    pub key: String,
+    /// The plugin name (the `name` key).
+    pub name: String,
+    /// The other keys, given to the plugin's factory.
+    pub params: toml::Table,
+}
+
+impl PluginTable {
+    /// Split `value` (the table at `key`) into the plugin name and its parameters.
+    /// A bare string is accepted as a name with no parameters (`compressor = "fp16"`).
+    pub fn from_value(key: &str, value: &toml::Value) -> Result<Self> {
+        match value {
+            toml::Value::String(name) => Ok(Self {
+                key: key.to_string(),
+                name: name.clone(),
+                params: toml::Table::new(),
+            }),
+            toml::Value::Table(t) => {
+                let mut params = t.clone();
+                let name = match params.remove("name") {
+                    Some(toml::Value::String(s)) => s,
+                    Some(other) => {
+                        return Err(Error::config(
+                            format!("{key}.name"),
+                            format!("expected a string, found {}", other.type_str()),
+                        ))
+                    }
+                    None => {
+                        return Err(Error::config(
+                            format!("{key}.name"),
+                            "missing; every plugin table needs `name = \"...\"` (see `cgfed list`)",
+                        ))
+                    }
+                };
+                Ok(Self {
+                    key: key.to_string(),
+                    name,
+                    params,
+                })
+            }
+            other => Err(Error::config(
+                key,
+                format!("expected a table or a plugin name, found {}", other.type_str()),
+            )),
+        }
+    }
+
+    /// A table with only a name.
+    pub fn named(key: &str, name: &str) -> Self {
+        Self {
+            key: key.to_string(),
+            name: name.to_string(),
+            params: toml::Table::new(),
+        }
+    }
+
+    /// Parse the parameters into the plugin's config struct; errors name `key.param`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T> {
+        parse_table(&self.params, &self.key)
+    }
+}
+
+/// Deserialize `table` into `T`; an error names the full dotted key path (`prefix.a.b`) and
+/// keeps serde's message (which lists accepted fields and variants).
+pub fn parse_table<T: DeserializeOwned>(table: &toml::Table, prefix: &str) -> Result<T> {
+    let value = toml::Value::Table(table.clone());
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let key = join_key(prefix, if path == "." { "" } else { &path });
+        Error::config(key, e.into_inner().to_string())
+    })
+}
+
+/// `prefix.rest`, skipping empty parts.
+pub fn join_key(prefix: &str, rest: &str) -> String {
+    match (prefix.is_empty(), rest.is_empty()) {
+        (true, _) => rest.to_string(),
+        (_, true) => prefix.to_string(),
+        _ => format!("{prefix}.{rest}"),
+    }
+}
+
+/// Error helper for `validate()` methods: `key` must satisfy `ok`, else `message`.
+pub fn ensure(ok: bool, key: impl Into<String>, message: impl Into<String>) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(key, message))
+    }
+}

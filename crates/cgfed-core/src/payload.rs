@@ -1,0 +1,144 @@
+//! [`Payload`]: the exact bytes that cross the wire, and its header.
+//!
+//! # Wire format
+//!
+//! Every payload starts with a short header:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | format version ([`WIRE_VERSION`]) |
+//! | 1 | length `n` of the compressor name (1..=64) |
+//! | n | compressor name, ASCII |
+//!
+//! followed by the compressor's body. The layout (tensor names and shapes) is *not* sent:
+//! both ends know it from the trainable state ([`crate::RoundCtx::layout`]).
+
+use crate::error::{Error, Result};
+use crate::wire::ByteReader;
+
+/// Version byte written at the start of every payload.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Longest compressor name a header can carry.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The bytes a client sends. Its length is the uplink cost; nothing travels besides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload(Vec<u8>);
+
+impl Payload {
+    /// Wrap raw bytes (e.g. received from the network). Nothing is validated until decoding.
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Self(bytes)
+    }
+
+    /// Start a payload for compressor `name`: writes the header and returns a writer for the body.
+    pub fn builder(name: &str) -> Result<PayloadBuilder> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN || !name.is_ascii() {
+            return Err(Error::InvalidInput(format!(
+                "compressor name \"{name}\" must be 1..={MAX_NAME_LEN} ASCII bytes"
+            )));
+        }
+        let mut bytes = Vec::with_capacity(2 + name.len());
+        bytes.push(WIRE_VERSION);
+        bytes.push(name.len() as u8);
+        bytes.extend_from_slice(name.as_bytes());
+        Ok(PayloadBuilder { bytes })
+    }
+
+    /// Header size for a compressor called `name`.
+    pub fn header_len(name: &str) -> usize {
+        2 + name.len()
+    }
+
+    /// Length in bytes: the uplink (or downlink) cost.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True for an empty payload (which is always malformed).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The raw bytes, by value.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// Validate the header against the expected compressor name and return a reader
+    /// positioned at the start of the body.
+    pub fn open(&self, expected_name: &str) -> Result<ByteReader<'_>> {
+        let mut r = ByteReader::new(&self.0);
+        let version = r.u8().map_err(|_| Error::malformed("empty payload"))?;
+        if version != WIRE_VERSION {
+            return Err(Error::malformed(format!(
+                "wire version {version}, expected {WIRE_VERSION}"
+            )));
+        }
+        let n = r.u8()? as usize;
+        let name = r.bytes(n)?;
+        if name != expected_name.as_bytes() {
+            return Err(Error::malformed(format!(
+                "payload is for compressor \"{}\", expected \"{expected_name}\"",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        Ok(r)
+    }
+}
+
+/// Appends a compressor's body after the header; see [`Payload::builder`].
+#[derive(Debug)]
+pub struct PayloadBuilder {
+    bytes: Vec<u8>,
+}
+
+impl PayloadBuilder {
+    /// Reserve room for `n` more bytes.
+    pub fn reserve(&mut self, n: usize) {
+        self.bytes.reserve(n);
+    }
+
+    /// Append raw bytes.
+    pub fn put_bytes(&mut self, b: &[u8]) {
+        self.bytes.extend_from_slice(b);
+    }
+
+    /// Append one byte.
+    pub fn put_u8(&mut self, v: u8) {
+        self.bytes.push(v);
+    }
+
+    /// Append a little-endian u32.
+    pub fn put_u32(&mut self, v: u32) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// Append little-endian f32 values.
+    pub fn put_f32s(&mut self, vals: &[f32]) {
+        self.bytes.reserve(4 * vals.len());
+        for v in vals {
+            self.bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// Append little-endian IEEE half-precision values (round to nearest).
+    pub fn put_f16s(&mut self, vals: &[f32]) {
+        self.bytes.reserve(2 * vals.len());
+        for v in vals {
+            self.bytes
+                .extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
+        }
+    }
+
+    /// Finish the payload.
+    pub fn finish(self) -> Payload {
+        Payload(self.bytes)
+    }
+}

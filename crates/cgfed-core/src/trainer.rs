@@ -1,0 +1,123 @@
+//! The [`Trainer`] trait: local training and evaluation of the model being fine-tuned.
+
+use candle_core::Device;
+
+use crate::config::PluginTable;
+use crate::error::Result;
+use crate::update::{Layout, Update};
+
+/// One tokenized training or evaluation sequence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Token ids, including any BOS/EOS the data pipeline added.
+    pub tokens: Vec<u32>,
+    /// Index of the first token that is a prediction target. Positions before it (a prompt)
+    /// are context only; 1 means "every token after the first" (plain language modelling).
+    pub loss_start: usize,
+}
+
+impl Example {
+    /// Number of predicted (loss-bearing) tokens: targets at positions `max(loss_start,1)..len`.
+    pub fn target_tokens(&self) -> usize {
+        self.tokens.len().saturating_sub(self.loss_start.max(1))
+    }
+}
+
+/// Which local training run this is.
+#[derive(Debug, Clone)]
+pub struct TrainCtx {
+    /// Round index, from 0.
+    pub round: usize,
+    /// Client index.
+    pub client: usize,
+    /// The experiment seed (combine with round and client for batch order and dropout).
+    pub seed: u64,
+}
+
+/// What a client's local training produced.
+#[derive(Debug, Clone)]
+pub struct LocalOutcome {
+    /// Trained state minus the starting state, for every trainable tensor.
+    pub delta: Update,
+    /// Examples the client trained on (its dataset size).
+    pub num_examples: usize,
+    /// Mean training loss over the local steps (nats per target token).
+    pub train_loss: f64,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Target tokens processed.
+    pub tokens: usize,
+}
+
+/// Held-out evaluation result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalOutcome {
+    /// Mean negative log-likelihood per target token (nats).
+    pub loss: f64,
+    /// Target tokens scored.
+    pub tokens: usize,
+}
+
+impl EvalOutcome {
+    /// `exp(loss)`.
+    pub fn perplexity(&self) -> f64 {
+        self.loss.exp()
+    }
+}
+
+/// Everything a trainer factory gets to build itself.
+#[derive(Debug, Clone)]
+pub struct TrainerInit<'a> {
+    /// The `[trainer]` table (name plus the trainer's own keys: learning rate, local steps…).
+    pub trainer: &'a PluginTable,
+    /// The `[model]` table, parsed by the trainer.
+    pub model: &'a toml::Table,
+    /// The `[lora]` table, parsed by the trainer.
+    pub lora: &'a toml::Table,
+    /// Vocabulary size of the data pipeline's tokenizer.
+    pub vocab_size: usize,
+    /// Experiment seed (model init).
+    pub seed: u64,
+    /// Device to run on.
+    pub device: Device,
+}
+
+/// Owns the model: gives the trainable state, applies global deltas, trains locally for a
+/// client from a given state, and evaluates.
+///
+/// # Design
+///
+/// The server's global trainable state (e.g. the LoRA adapter) lives in the trainer.
+/// [`train_local`](Self::train_local) starts from the state it is given (what the client
+/// received on the downlink), not from whatever the model last held, and must leave the
+/// global state unchanged; [`evaluate`](Self::evaluate) scores the global state. Clients in
+/// a simulation share the frozen base weights; only the trainable state changes hands.
+///
+/// # Shapes
+///
+/// Every [`Update`] in and out has the layout [`layout`](Self::layout).
+pub trait Trainer: Send {
+    /// Registered name.
+    fn name(&self) -> &str;
+
+    /// Names and shapes of the trainable tensors.
+    fn layout(&self) -> &Layout;
+
+    /// The current global trainable state.
+    fn global_state(&self) -> Result<Update>;
+
+    /// `global += delta`.
+    fn apply_delta(&mut self, delta: &Update) -> Result<()>;
+
+    /// Run local training on `data` starting from `start`; return the delta and statistics.
+    fn train_local(&mut self, start: &Update, data: &[Example], ctx: &TrainCtx)
+        -> Result<LocalOutcome>;
+
+    /// Mean loss of the global state on `data`.
+    fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome>;
+
+    /// A one-line description for logs (parameter counts, device). Default: the name.
+    fn describe(&self) -> String {
+        self.name().to_string()
+    }
+}
