@@ -71,7 +71,11 @@ pub trait GradientCompressor: Send + Sync {
 
     /// Server-side adaptation after a round, given what arrived and how it decoded.
     /// Default: nothing.
-    fn after_round(&mut self, _received: &[(Payload, Update)], _ctx: &RoundCtx) -> Result<HookReport> {
+    fn after_round(
+        &mut self,
+        _received: &[(Payload, Update)],
+        _ctx: &RoundCtx,
+    ) -> Result<HookReport> {
         Ok(HookReport::default())
     }
 

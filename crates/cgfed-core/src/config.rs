@@ -37,21 +37,20 @@ impl PluginTable {
             }),
             toml::Value::Table(t) => {
                 let mut params = t.clone();
-                let name = match params.remove("name") {
-                    Some(toml::Value::String(s)) => s,
-                    Some(other) => {
-                        return Err(Error::config(
-                            format!("{key}.name"),
-                            format!("expected a string, found {}", other.type_str()),
-                        ))
-                    }
-                    None => {
-                        return Err(Error::config(
+                let name =
+                    match params.remove("name") {
+                        Some(toml::Value::String(s)) => s,
+                        Some(other) => {
+                            return Err(Error::config(
+                                format!("{key}.name"),
+                                format!("expected a string, found {}", other.type_str()),
+                            ))
+                        }
+                        None => return Err(Error::config(
                             format!("{key}.name"),
                             "missing; every plugin table needs `name = \"...\"` (see `cgfed list`)",
-                        ))
-                    }
-                };
+                        )),
+                    };
                 Ok(Self {
                     key: key.to_string(),
                     name,
@@ -60,7 +59,10 @@ impl PluginTable {
             }
             other => Err(Error::config(
                 key,
-                format!("expected a table or a plugin name, found {}", other.type_str()),
+                format!(
+                    "expected a table or a plugin name, found {}",
+                    other.type_str()
+                ),
             )),
         }
     }
@@ -87,7 +89,10 @@ pub fn parse_table<T: DeserializeOwned>(table: &toml::Table, prefix: &str) -> Re
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let key = join_key(prefix, if path == "." { "" } else { &path });
-        Error::config(key, e.into_inner().to_string())
+        // toml appends "in `key`" location lines; the key path is already in `key`.
+        let msg = e.into_inner().to_string();
+        let msg = msg.lines().next().unwrap_or_default().trim().to_string();
+        Error::config(key, msg)
     })
 }
 

@@ -19,13 +19,12 @@ pub enum Error {
         message: String,
     },
     /// A configuration error found in a particular file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     InFile {
         /// The file the error was found in.
         path: std::path::PathBuf,
-        /// The underlying error.
-        #[source]
-        source: Box<Error>,
+        /// The underlying error (shown inline, not as a separate cause).
+        error: Box<Error>,
     },
     /// A plugin name that is not registered.
     #[error("unknown {kind} \"{name}\"; registered: {}", registered.join(", "))]
@@ -89,11 +88,15 @@ impl Error {
         Error::MalformedPayload(message.into())
     }
 
-    /// Attach the file this error was found in.
+    /// Attach the file this error was found in (once: an error that already names its
+    /// file keeps it).
     pub fn in_file(self, path: impl Into<std::path::PathBuf>) -> Self {
-        Error::InFile {
-            path: path.into(),
-            source: Box::new(self),
+        match self {
+            e @ Error::InFile { .. } => e,
+            e => Error::InFile {
+                path: path.into(),
+                error: Box::new(e),
+            },
         }
     }
 

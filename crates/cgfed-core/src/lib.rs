@@ -52,9 +52,9 @@ pub use tokenizer::TextTokenizer;
 pub use trainer::{EvalOutcome, Example, LocalOutcome, TrainCtx, Trainer, TrainerInit};
 pub use update::{Layout, TensorSpec, Update};
 
-/// Re-exported so plugins register with the same `inventory` version as the core.
-pub use inventory;
 /// Re-exported so plugins use the same candle as the core.
 pub use candle_core;
+/// Re-exported so plugins register with the same `inventory` version as the core.
+pub use inventory;
 /// Re-exported so plugin factories name the same `toml` types.
 pub use toml;

@@ -139,7 +139,10 @@ fn with_key(table: &PluginTable, e: Error) -> Error {
 
 /// Build the compressor named by `table`.
 pub fn build_compressor(table: &PluginTable) -> Result<Box<dyn GradientCompressor>> {
-    match find("compressor", &table.name).map_err(|e| with_key(table, e))?.factory {
+    match find("compressor", &table.name)
+        .map_err(|e| with_key(table, e))?
+        .factory
+    {
         Factory::Compressor(f) => f(table),
         _ => unreachable!("find filters by kind"),
     }
@@ -147,7 +150,10 @@ pub fn build_compressor(table: &PluginTable) -> Result<Box<dyn GradientCompresso
 
 /// Build the aggregator named by `table`.
 pub fn build_aggregator(table: &PluginTable) -> Result<Box<dyn Aggregator>> {
-    match find("aggregator", &table.name).map_err(|e| with_key(table, e))?.factory {
+    match find("aggregator", &table.name)
+        .map_err(|e| with_key(table, e))?
+        .factory
+    {
         Factory::Aggregator(f) => f(table),
         _ => unreachable!("find filters by kind"),
     }

@@ -86,8 +86,12 @@ pub fn random_values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 /// A random update with `layout`.
 pub fn random_update(layout: &Layout, seed: u64, scale: f32) -> Update {
-    Update::from_flat(layout, &random_values(layout.numel(), seed, scale), &Device::Cpu)
-        .expect("random values match the layout")
+    Update::from_flat(
+        layout,
+        &random_values(layout.numel(), seed, scale),
+        &Device::Cpu,
+    )
+    .expect("random values match the layout")
 }
 
 /// Run every conformance check on `c`.
@@ -135,9 +139,18 @@ pub fn check_roundtrip(c: &dyn GradientCompressor, layout: &Layout, expect: &Exp
 pub fn check_deterministic(c: &dyn GradientCompressor, layout: &Layout) {
     let cx = ctx(layout, 3, 2, 1);
     let x = random_update(layout, 5, 1.0);
-    let a = c.compress(&x, &mut ClientState::default(), &cx).expect("compress");
-    let b = c.compress(&x, &mut ClientState::default(), &cx).expect("compress");
-    assert_eq!(a, b, "{}: same seed gave different payloads", tag(c, layout));
+    let a = c
+        .compress(&x, &mut ClientState::default(), &cx)
+        .expect("compress");
+    let b = c
+        .compress(&x, &mut ClientState::default(), &cx)
+        .expect("compress");
+    assert_eq!(
+        a,
+        b,
+        "{}: same seed gave different payloads",
+        tag(c, layout)
+    );
 }
 
 /// A zero update decodes to finite values; NaN and infinities are rejected.
@@ -170,7 +183,9 @@ pub fn check_zero_and_nonfinite(c: &dyn GradientCompressor, layout: &Layout) {
 pub fn check_malformed(c: &dyn GradientCompressor, layout: &Layout) {
     let cx = ctx(layout, 1, 0, 0);
     let x = random_update(layout, 13, 1.0);
-    let good = c.compress(&x, &mut ClientState::default(), &cx).expect("compress");
+    let good = c
+        .compress(&x, &mut ClientState::default(), &cx)
+        .expect("compress");
     let bytes = good.as_bytes();
     let reject = |b: Vec<u8>, what: &str| {
         assert!(
@@ -181,7 +196,10 @@ pub fn check_malformed(c: &dyn GradientCompressor, layout: &Layout) {
     };
     reject(Vec::new(), "no bytes");
     for cut in 0..bytes.len() {
-        reject(bytes[..cut].to_vec(), &format!("only {cut} of {} bytes", bytes.len()));
+        reject(
+            bytes[..cut].to_vec(),
+            &format!("only {cut} of {} bytes", bytes.len()),
+        );
     }
     let mut b = bytes.to_vec();
     b[0] = WIRE_VERSION.wrapping_add(1);

@@ -110,8 +110,12 @@ pub trait Trainer: Send {
     fn apply_delta(&mut self, delta: &Update) -> Result<()>;
 
     /// Run local training on `data` starting from `start`; return the delta and statistics.
-    fn train_local(&mut self, start: &Update, data: &[Example], ctx: &TrainCtx)
-        -> Result<LocalOutcome>;
+    fn train_local(
+        &mut self,
+        start: &Update,
+        data: &[Example],
+        ctx: &TrainCtx,
+    ) -> Result<LocalOutcome>;
 
     /// Mean loss of the global state on `data`.
     fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome>;

@@ -164,7 +164,12 @@ impl Update {
         let tensors = layout
             .specs()
             .iter()
-            .map(|s| Ok((s.name.clone(), Tensor::zeros(s.shape.as_slice(), DType::F32, device)?)))
+            .map(|s| {
+                Ok((
+                    s.name.clone(),
+                    Tensor::zeros(s.shape.as_slice(), DType::F32, device)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             tensors,

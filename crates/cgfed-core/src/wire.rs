@@ -54,7 +54,10 @@ impl<'a> ByteReader<'a> {
 
     /// `n` little-endian f32 values; fails on truncation and on NaN or infinity.
     pub fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.bytes(n.checked_mul(4).ok_or_else(|| Error::malformed("length overflow"))?)?;
+        let raw = self.bytes(
+            n.checked_mul(4)
+                .ok_or_else(|| Error::malformed("length overflow"))?,
+        )?;
         let out: Vec<f32> = raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -65,7 +68,10 @@ impl<'a> ByteReader<'a> {
 
     /// `n` little-endian f16 values widened to f32; fails on truncation and on NaN or infinity.
     pub fn f16s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.bytes(n.checked_mul(2).ok_or_else(|| Error::malformed("length overflow"))?)?;
+        let raw = self.bytes(
+            n.checked_mul(2)
+                .ok_or_else(|| Error::malformed("length overflow"))?,
+        )?;
         let out: Vec<f32> = raw
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())

@@ -18,7 +18,10 @@ fn duplicate_name_is_an_error() {
         Err(Error::DuplicatePlugin { kind, name, .. }) => {
             assert_eq!((kind, name.as_str()), ("compressor", "none"));
         }
-        other => panic!("expected DuplicatePlugin, got {:?}", other.map(|p| p.summary)),
+        other => panic!(
+            "expected DuplicatePlugin, got {:?}",
+            other.map(|p| p.summary)
+        ),
     }
     let msg = registry::check_unique().unwrap_err().to_string();
     assert!(msg.contains("duplicate compressor name \"none\""), "{msg}");

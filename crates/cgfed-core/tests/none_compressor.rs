@@ -17,7 +17,9 @@ fn payload_is_dense_plus_header_and_lossless() {
     for layout in testkit::layouts() {
         let ctx = testkit::ctx(&layout, 1, 0, 0);
         let x = testkit::random_update(&layout, 4, 3.0);
-        let p = none().compress(&x, &mut ClientState::default(), &ctx).unwrap();
+        let p = none()
+            .compress(&x, &mut ClientState::default(), &ctx)
+            .unwrap();
         assert_eq!(p.len(), layout.dense_bytes() + Payload::header_len("none"));
         let y = none().decompress(&p, &ctx).unwrap();
         assert_eq!(x.to_flat().unwrap(), y.to_flat().unwrap());
@@ -27,7 +29,8 @@ fn payload_is_dense_plus_header_and_lossless() {
 #[test]
 fn unknown_key_is_rejected() {
     let mut t = PluginTable::named("compressor", "none");
-    t.params.insert("level".into(), cgfed_core::toml::Value::Integer(1));
+    t.params
+        .insert("level".into(), cgfed_core::toml::Value::Integer(1));
     let msg = registry::build_compressor(&t).err().unwrap().to_string();
     assert!(msg.contains("compressor.level"), "{msg}");
 }

@@ -30,7 +30,10 @@ fn unknown_name_lists_registered_names() {
         .unwrap()
         .to_string();
     assert!(msg.contains("compressor.name"), "{msg}");
-    assert!(msg.contains("unknown compressor \"topkk\"; registered: "), "{msg}");
+    assert!(
+        msg.contains("unknown compressor \"topkk\"; registered: "),
+        "{msg}"
+    );
     assert!(msg.contains("none"), "{msg}");
 }
 
@@ -45,13 +48,18 @@ fn unknown_aggregator_and_trainer_are_errors() {
 
 #[test]
 fn plugin_table_requires_a_string_name() {
-    let v: cgfed_core::toml::Value = cgfed_core::toml::from_str::<cgfed_core::toml::Table>("c = { level = 3 }")
-        .unwrap()
-        .remove("c")
-        .unwrap();
-    let msg = PluginTable::from_value("compressor", &v).unwrap_err().to_string();
+    let v: cgfed_core::toml::Value =
+        cgfed_core::toml::from_str::<cgfed_core::toml::Table>("c = { level = 3 }")
+            .unwrap()
+            .remove("c")
+            .unwrap();
+    let msg = PluginTable::from_value("compressor", &v)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("compressor.name"), "{msg}");
     let v = cgfed_core::toml::Value::Integer(3);
-    let msg = PluginTable::from_value("compressor", &v).unwrap_err().to_string();
+    let msg = PluginTable::from_value("compressor", &v)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("`compressor`"), "{msg}");
 }

@@ -21,7 +21,10 @@ fn sorted_by_name_and_flat_roundtrip() {
 
 #[test]
 fn duplicate_names_and_bad_lengths_are_errors() {
-    let spec = |n: &str| TensorSpec { name: n.into(), shape: vec![2] };
+    let spec = |n: &str| TensorSpec {
+        name: n.into(),
+        shape: vec![2],
+    };
     assert!(Layout::new(vec![spec("x"), spec("x")]).is_err());
     let l = Layout::new(vec![spec("x")]).unwrap();
     assert!(Update::from_flat(&l, &[1.0], &Device::Cpu).is_err());
@@ -30,15 +33,26 @@ fn duplicate_names_and_bad_lengths_are_errors() {
 
 #[test]
 fn arithmetic_and_finiteness() {
-    let l = Layout::new(vec![TensorSpec { name: "w".into(), shape: vec![3] }]).unwrap();
+    let l = Layout::new(vec![TensorSpec {
+        name: "w".into(),
+        shape: vec![3],
+    }])
+    .unwrap();
     let x = Update::from_flat(&l, &[1., 2., 3.], &Device::Cpu).unwrap();
     let y = Update::from_flat(&l, &[0.5, 0.5, 0.5], &Device::Cpu).unwrap();
     assert_eq!(x.sub(&y).unwrap().to_flat().unwrap(), [0.5, 1.5, 2.5]);
-    assert_eq!(x.add(&y).unwrap().scale(2.0).unwrap().to_flat().unwrap(), [3., 5., 7.]);
+    assert_eq!(
+        x.add(&y).unwrap().scale(2.0).unwrap().to_flat().unwrap(),
+        [3., 5., 7.]
+    );
     x.check_finite().unwrap();
     let bad = Update::from_flat(&l, &[1., f32::NAN, 3.], &Device::Cpu).unwrap();
     let msg = bad.check_finite().unwrap_err().to_string();
     assert!(msg.contains("`w`") && msg.contains("element 1"), "{msg}");
-    let other = Layout::new(vec![TensorSpec { name: "v".into(), shape: vec![3] }]).unwrap();
+    let other = Layout::new(vec![TensorSpec {
+        name: "v".into(),
+        shape: vec![3],
+    }])
+    .unwrap();
     assert!(x.check_same_layout(&other).is_err());
 }

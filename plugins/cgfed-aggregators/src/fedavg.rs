@@ -4,8 +4,7 @@
 //! Accumulates in f32 on the updates' device, in client order (deterministic).
 
 use cgfed_core::{
-    config::PluginTable, Aggregator, ClientUpdate, Error, Factory, Plugin, Result, RoundCtx,
-    Update,
+    config::PluginTable, Aggregator, ClientUpdate, Error, Factory, Plugin, Result, RoundCtx, Update,
 };
 use serde::Deserialize;
 

@@ -1,9 +1,9 @@
 //! `fedavg` arithmetic and config.
 
+use cgfed_aggregators as _;
 use cgfed_core::candle_core::Device;
 use cgfed_core::testkit;
 use cgfed_core::{registry, ClientUpdate, PluginTable, Update};
-use cgfed_aggregators as _;
 
 fn client(layout: &cgfed_core::Layout, client: usize, fill: f32, n: usize) -> ClientUpdate {
     let v = vec![fill; layout.numel()];
@@ -22,7 +22,10 @@ fn weights_by_example_count() {
     let mut agg = registry::build_aggregator(&PluginTable::named("aggregator", "fedavg")).unwrap();
     // (1*10 + 4*30) / 40 = 3.25
     let out = agg
-        .aggregate(&[client(layout, 0, 1.0, 10), client(layout, 1, 4.0, 30)], &ctx)
+        .aggregate(
+            &[client(layout, 0, 1.0, 10), client(layout, 1, 4.0, 30)],
+            &ctx,
+        )
         .unwrap();
     for v in out.to_flat().unwrap() {
         assert!((v - 3.25).abs() < 1e-6, "{v}");
@@ -37,7 +40,10 @@ fn uniform_weighting_ignores_counts() {
     t.params.insert("weighting".into(), "uniform".into());
     let mut agg = registry::build_aggregator(&t).unwrap();
     let out = agg
-        .aggregate(&[client(layout, 0, 1.0, 10), client(layout, 1, 4.0, 30)], &ctx)
+        .aggregate(
+            &[client(layout, 0, 1.0, 10), client(layout, 1, 4.0, 30)],
+            &ctx,
+        )
         .unwrap();
     for v in out.to_flat().unwrap() {
         assert!((v - 2.5).abs() < 1e-6, "{v}");

@@ -14,7 +14,12 @@ extern crate cgfed_model as _;
 extern crate cgfed_quantize as _;
 
 /// Names of the plugin crates linked by this umbrella (for `cgfed list` and tests).
-pub const LINKED_CRATES: &[&str] = &["cgfed-core", "cgfed-model", "cgfed-quantize", "cgfed-aggregators"];
+pub const LINKED_CRATES: &[&str] = &[
+    "cgfed-core",
+    "cgfed-model",
+    "cgfed-quantize",
+    "cgfed-aggregators",
+];
 
 /// Call from `main` (or a test) to make sure this crate, and so every plugin, is linked.
 pub fn link() {}

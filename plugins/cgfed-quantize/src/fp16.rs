@@ -6,8 +6,8 @@
 //! for normal values (values below 6.1e-5 lose relative precision as subnormals).
 
 use cgfed_core::{
-    config::PluginTable, ClientState, Error, Factory, GradientCompressor, Payload, Plugin,
-    Result, RoundCtx, Update,
+    config::PluginTable, ClientState, Error, Factory, GradientCompressor, Payload, Plugin, Result,
+    RoundCtx, Update,
 };
 use serde::Deserialize;
 

@@ -11,7 +11,12 @@ fn fp16() -> Box<dyn cgfed_core::GradientCompressor> {
 #[test]
 fn conformance_suite() {
     // f16 keeps 11 significant bits: relative error per element <= 2^-11 ~ 4.9e-4.
-    testkit::check_compressor(fp16().as_ref(), &Expect { max_rel_err: 4.9e-4 });
+    testkit::check_compressor(
+        fp16().as_ref(),
+        &Expect {
+            max_rel_err: 4.9e-4,
+        },
+    );
 }
 
 #[test]
@@ -19,7 +24,9 @@ fn payload_is_half_of_dense_plus_header() {
     for layout in testkit::layouts() {
         let ctx = testkit::ctx(&layout, 1, 0, 0);
         let x = testkit::random_update(&layout, 2, 0.1);
-        let p = fp16().compress(&x, &mut ClientState::default(), &ctx).unwrap();
+        let p = fp16()
+            .compress(&x, &mut ClientState::default(), &ctx)
+            .unwrap();
         assert_eq!(p.len(), Payload::header_len("fp16") + 2 * layout.numel());
     }
 }
@@ -30,15 +37,19 @@ fn rejects_values_beyond_f16_range() {
     let ctx = testkit::ctx(layout, 1, 0, 0);
     let mut v = testkit::random_values(layout.numel(), 3, 1.0);
     v[0] = 1e6;
-    let x = cgfed_core::Update::from_flat(layout, &v, &cgfed_core::candle_core::Device::Cpu).unwrap();
-    let err = fp16().compress(&x, &mut ClientState::default(), &ctx).unwrap_err();
+    let x =
+        cgfed_core::Update::from_flat(layout, &v, &cgfed_core::candle_core::Device::Cpu).unwrap();
+    let err = fp16()
+        .compress(&x, &mut ClientState::default(), &ctx)
+        .unwrap_err();
     assert!(err.to_string().contains("f16 range"), "{err}");
 }
 
 #[test]
 fn unknown_key_names_the_path() {
     let mut t = PluginTable::named("compressor", "fp16");
-    t.params.insert("bits".into(), cgfed_core::toml::Value::Integer(8));
+    t.params
+        .insert("bits".into(), cgfed_core::toml::Value::Integer(8));
     let err = registry::build_compressor(&t).err().unwrap().to_string();
     assert!(err.contains("compressor.bits"), "{err}");
 }

@@ -1,0 +1,122 @@
+//! `cgfed`: the command-line tool. Glue only: parse arguments, set up logging and progress,
+//! call into cgfed-runner, print errors as a chain and map them to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cgfed_plugins as _;
+use clap::{Parser, Subcommand}; // link every plugin so the registry sees them
+
+mod progress;
+
+/// Communication-efficient federated fine-tuning of LLaMA models.
+#[derive(Debug, Parser)]
+#[command(name = "cgfed", version, about)]
+struct Cli {
+    /// More logging (-v info, -vv debug, -vvv trace). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the federated experiment described by CONFIG.
+    Run {
+        /// Experiment TOML file.
+        config: PathBuf,
+        /// Override a config key, e.g. `--set federation.rounds=3` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// No progress bar (the per-round table is still printed).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Parse CONFIG and build every part of it without running a round.
+    Check {
+        /// Experiment TOML file.
+        config: PathBuf,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// List every registered compressor, aggregator and trainer.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run {
+            config,
+            overrides,
+            no_progress,
+        } => {
+            let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            let mut observer = progress::Progress::new(!no_progress);
+            let summary = exp.run(&mut observer).map_err(|e| {
+                anyhow::Error::new(e).context(format!("run of {} failed", config.display()))
+            })?;
+            observer.finish(&summary);
+            Ok(())
+        }
+        Command::Check { config, overrides } => {
+            let exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            println!("{}: ok", config.display());
+            println!("{exp:?}");
+            println!("{}", exp.data().summary);
+            Ok(())
+        }
+        Command::List => {
+            cgfed_core::registry::check_unique()?;
+            print!("{}", list_plugins());
+            Ok(())
+        }
+    }
+}
+
+/// The `cgfed list` text: one section per kind, one line per plugin.
+fn list_plugins() -> String {
+    let mut out = String::new();
+    for kind in ["compressor", "aggregator", "trainer"] {
+        out.push_str(&format!("{kind}s:\n"));
+        for p in cgfed_core::registry::plugins()
+            .into_iter()
+            .filter(|p| p.kind() == kind)
+        {
+            out.push_str(&format!("  {:<12} {}\n", p.name, p.summary));
+        }
+    }
+    out
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

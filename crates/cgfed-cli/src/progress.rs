@@ -1,0 +1,138 @@
+//! Terminal output of a run: a progress bar over rounds and a per-round table.
+
+use cgfed_runner::{Observer, RoundMetrics, RunInfo, RunSummary};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Prints the run header, one table row per round, and a progress bar.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    show_bar: bool,
+}
+
+impl Progress {
+    /// `show_bar = false` prints only the table.
+    pub fn new(show_bar: bool) -> Self {
+        Self {
+            bar: None,
+            show_bar,
+        }
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => println!("{line}"),
+        }
+    }
+
+    /// Print the summary after the last round.
+    pub fn finish(&mut self, s: &RunSummary) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        println!(
+            "\n{}: eval loss {:.4} -> {:.4} (best {:.4}, ppl {:.2}); uplink {} (ratio {:.2}x vs dense f32), downlink {}; {} rejected; {:.1}s",
+            s.name,
+            s.initial_eval_loss,
+            s.final_eval_loss,
+            s.best_eval_loss,
+            s.final_perplexity,
+            human_bytes(s.total_uplink_bytes),
+            s.ratio,
+            human_bytes(s.total_downlink_bytes),
+            s.rejected_updates,
+            s.wall_s
+        );
+    }
+}
+
+impl Observer for Progress {
+    fn on_start(&mut self, info: &RunInfo) {
+        println!("run {} -> {}", info.name, info.run_dir.display());
+        println!("  trainer:    {}", info.trainer);
+        println!(
+            "  compressor: {}   aggregator: {}",
+            info.compressor, info.aggregator
+        );
+        println!(
+            "  data:       {}",
+            info.partition.trim_end().replace('\n', "\n              ")
+        );
+        println!("  initial eval loss {:.4}", info.initial_eval_loss);
+        println!(
+            "{:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>7} {:>8} {:>8}",
+            "round",
+            "phase",
+            "train_loss",
+            "eval_loss",
+            "uplink",
+            "cum_up",
+            "ratio",
+            "snr_db",
+            "time_s"
+        );
+        let total = (info.calibration_rounds + info.rounds) as u64;
+        if self.show_bar {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{elapsed_precise}] {bar:30} {pos}/{len} rounds {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            self.bar = Some(bar);
+        }
+    }
+
+    fn on_round(&mut self, m: &RoundMetrics) {
+        let fmt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |x| format!("{x:.p$}"));
+        let secs = (m.time_train_ms
+            + m.time_encode_ms
+            + m.time_decode_ms
+            + m.time_aggregate_ms
+            + m.time_eval_ms)
+            / 1e3;
+        let snr = match (m.snr_db, m.rel_err) {
+            (None, Some(0.0)) => "exact".to_string(),
+            (v, _) => fmt(v, 1),
+        };
+        self.println(format!(
+            "{:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>7.2} {:>8} {:>8.2}",
+            m.round,
+            if m.phase == cgfed_core::Phase::Train {
+                "train"
+            } else {
+                "calib"
+            },
+            fmt(m.train_loss, 4),
+            fmt(m.eval_loss, 4),
+            human_bytes(m.uplink_bytes),
+            human_bytes(m.cum_uplink_bytes),
+            m.ratio,
+            snr,
+            secs
+        ));
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "loss {}  up {}",
+                fmt(m.eval_loss.or(m.train_loss), 4),
+                human_bytes(m.cum_uplink_bytes)
+            ));
+            b.inc(1);
+        }
+    }
+}
+
+/// `1.5 MB`-style sizes (decimal units, bytes below 1 kB).
+pub fn human_bytes(n: usize) -> String {
+    let n = n as f64;
+    if n < 1e3 {
+        format!("{n} B")
+    } else if n < 1e6 {
+        format!("{:.1} kB", n / 1e3)
+    } else if n < 1e9 {
+        format!("{:.2} MB", n / 1e6)
+    } else {
+        format!("{:.2} GB", n / 1e9)
+    }
+}

@@ -1,0 +1,78 @@
+//! The `cgfed` binary: `list` shows every plugin, `run` works end to end and fails cleanly.
+
+use std::process::Command;
+
+fn cgfed(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cgfed"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .output()
+        .expect("cgfed runs")
+}
+
+#[test]
+fn list_shows_every_plugin_crate() {
+    let out = cgfed(&["list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // one registration from each plugin crate: core built-in, quantize, aggregators, model
+    for (kind, name) in [
+        ("compressors:", "none"),
+        ("compressors:", "fp16"),
+        ("aggregators:", "fedavg"),
+        ("trainers:", "llama"),
+    ] {
+        assert!(text.contains(kind), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(name)),
+            "`cgfed list` lacks {name}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn run_writes_the_run_directory_and_prints_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = format!("experiment.output_dir=\"{}\"", dir.path().display());
+    let out = cgfed(&[
+        "run",
+        "configs/tiny.toml",
+        "--no-progress",
+        "--set",
+        "federation.rounds=2",
+        "--set",
+        "data.max_train_examples=128",
+        "--set",
+        &out_dir,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("round") && stdout.contains("eval_loss"),
+        "{stdout}"
+    );
+    let run = dir.path().join("tiny");
+    let lines = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    assert!(run.join("summary.json").is_file());
+}
+
+#[test]
+fn bad_config_exits_nonzero_naming_file_and_key() {
+    let out = cgfed(&["run", "configs/tiny.toml", "--set", "compressor.name=topkk"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("configs/tiny.toml"), "{err}");
+    assert!(
+        err.contains("compressor.name") && err.contains("registered: fp16, none"),
+        "{err}"
+    );
+    let out = cgfed(&["run", "configs/does-not-exist.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist.toml"));
+}

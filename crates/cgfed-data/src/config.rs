@@ -1,0 +1,228 @@
+//! [`DataConfig`], the `[data]` table of an experiment, and the names it accepts
+//! ([`TokenizerKind`], [`PartitionMethod`]).
+//!
+//! Every key, with its default:
+//!
+//! ```toml
+//! [data]
+//! # A built-in corpus by name (see `cgfed_data::corpus::BUILTIN_CORPORA`). Leave it out and
+//! # set `path` to use your own text instead; setting both is an error.
+//! corpus = "shakespeare-excerpt"
+//! # path = "my-text.txt"         # a UTF-8 text file (relative to the working directory)
+//! tokenizer = "bytes"             # accepted: bytes
+//! seq_len = 64                    # tokens per example, BOS included; 2..=4096
+//! eval_fraction = 0.1             # share of windows held out for evaluation; in (0, 1)
+//! # max_eval_examples = 200       # cap on the evaluation set (no cap when left out)
+//! # max_train_examples = 2000     # cap on the training pool before partitioning
+//! partition = "iid"               # accepted: iid
+//! min_examples_per_client = 1     # every client gets at least this many examples; >= 1
+//! ```
+
+use std::fmt;
+use std::path::PathBuf;
+
+use cgfed_core::config::{ensure, parse_table};
+use cgfed_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::corpus::{self, CorpusSource};
+
+/// The built-in corpus used when neither `data.corpus` nor `data.path` is set.
+pub const DEFAULT_CORPUS: &str = "shakespeare-excerpt";
+
+/// Which tokenizer turns text into ids (`data.tokenizer`).
+///
+/// An enum so that the accepted names are listed in every error; new tokenizers (e.g. one
+/// provided by the model) are added as variants.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenizerKind {
+    /// [`ByteTokenizer`](crate::ByteTokenizer): one id per UTF-8 byte, plus BOS and EOS.
+    #[default]
+    Bytes,
+}
+
+impl TokenizerKind {
+    /// Every accepted name, as written in TOML.
+    pub const ACCEPTED: &'static [&'static str] = &["bytes"];
+
+    /// The name as written in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenizerKind::Bytes => "bytes",
+        }
+    }
+}
+
+impl fmt::Display for TokenizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the training pool is split among clients (`data.partition`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionMethod {
+    /// Shuffle the pool and deal it into shards whose sizes differ by at most one.
+    #[default]
+    Iid,
+}
+
+impl PartitionMethod {
+    /// Every accepted name, as written in TOML.
+    pub const ACCEPTED: &'static [&'static str] = &["iid"];
+
+    /// The name as written in TOML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionMethod::Iid => "iid",
+        }
+    }
+}
+
+impl fmt::Display for PartitionMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `[data]` table: which text, how it is tokenized and cut into examples, how much is
+/// held out, and how the rest is shared among clients.
+///
+/// Build it with [`from_table`](Self::from_table) (parse + [`validate`](Self::validate)),
+/// or start from [`Default`] in code. The module docs list every key with its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// A built-in corpus by name. `None` (left out) means [`DEFAULT_CORPUS`] unless `path`
+    /// is set. Setting both `corpus` and `path` is an error, so it is always clear which
+    /// text an experiment used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<String>,
+    /// A UTF-8 text file to use instead of a built-in corpus (CRLF line endings are read as
+    /// LF). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The tokenizer. Default: `bytes`.
+    pub tokenizer: TokenizerKind,
+    /// Tokens per example, including the BOS token; `2..=4096`. Default: 64.
+    pub seq_len: usize,
+    /// Share of the corpus windows held out for evaluation, in `(0, 1)`. Default: 0.1.
+    pub eval_fraction: f64,
+    /// At most this many evaluation examples (the first ones of the held-out set; the rest
+    /// of the held-out windows are left unused, never trained on). Default: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_eval_examples: Option<usize>,
+    /// At most this many training examples in the pool before partitioning, to keep runs
+    /// small. Default: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_train_examples: Option<usize>,
+    /// How the training pool is split among clients. Default: `iid`.
+    pub partition: PartitionMethod,
+    /// Smallest shard a client may get; building the data fails if a client would get
+    /// fewer. At least 1. Default: 1.
+    pub min_examples_per_client: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            corpus: None,
+            path: None,
+            tokenizer: TokenizerKind::Bytes,
+            seq_len: 64,
+            eval_fraction: 0.1,
+            max_eval_examples: None,
+            max_train_examples: None,
+            partition: PartitionMethod::Iid,
+            min_examples_per_client: 1,
+        }
+    }
+}
+
+impl DataConfig {
+    /// Largest accepted `seq_len`.
+    pub const MAX_SEQ_LEN: usize = 4096;
+
+    /// Parse the `[data]` table and [`validate`](Self::validate) it. Errors name the key
+    /// (`data.seq_len`, ...) and the accepted values.
+    pub fn from_table(table: &toml::Table) -> Result<Self> {
+        let cfg: Self = parse_table(table, "data")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check every value; an error names the key `data.<key>` and what is accepted.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(name) = &self.corpus {
+            ensure(
+                self.path.is_none(),
+                "data.path",
+                format!(
+                    "set either `data.corpus` (a built-in corpus, now \"{name}\") or \
+                     `data.path` (a text file), not both"
+                ),
+            )?;
+            if corpus::builtin_corpus(name).is_none() {
+                return Err(Error::config(
+                    "data.corpus",
+                    format!(
+                        "unknown corpus \"{name}\"; built-in: {} (or set `data.path` to a \
+                         UTF-8 text file instead)",
+                        corpus::builtin_names().join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(path) = &self.path {
+            ensure(
+                !path.as_os_str().is_empty(),
+                "data.path",
+                "is empty; give the path of a UTF-8 text file",
+            )?;
+        }
+        ensure(
+            (2..=Self::MAX_SEQ_LEN).contains(&self.seq_len),
+            "data.seq_len",
+            format!(
+                "{} is out of range; accepted: 2..={} (tokens per example, BOS included)",
+                self.seq_len,
+                Self::MAX_SEQ_LEN
+            ),
+        )?;
+        ensure(
+            self.eval_fraction.is_finite() && self.eval_fraction > 0.0 && self.eval_fraction < 1.0,
+            "data.eval_fraction",
+            format!(
+                "{} is out of range; accepted: a number strictly between 0 and 1 (e.g. 0.1)",
+                self.eval_fraction
+            ),
+        )?;
+        ensure(
+            self.max_eval_examples != Some(0),
+            "data.max_eval_examples",
+            "must be at least 1; leave it out for no cap",
+        )?;
+        ensure(
+            self.max_train_examples != Some(0),
+            "data.max_train_examples",
+            "must be at least 1; leave it out for no cap",
+        )?;
+        ensure(
+            self.min_examples_per_client >= 1,
+            "data.min_examples_per_client",
+            "must be at least 1 (every client needs data to train on)",
+        )?;
+        Ok(())
+    }
+
+    /// Where the text comes from: `path` if set, else `corpus`, else [`DEFAULT_CORPUS`].
+    pub fn source(&self) -> CorpusSource {
+        match (&self.path, &self.corpus) {
+            (Some(path), _) => CorpusSource::File(path.clone()),
+            (None, Some(name)) => CorpusSource::Builtin(name.clone()),
+            (None, None) => CorpusSource::Builtin(DEFAULT_CORPUS.to_string()),
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! [`Llama`]: a trainable LLaMA decoder built only from differentiable candle ops.
+//!
+//! candle-transformers' LLaMA is inference-only and uses fused ops without a backward pass
+//! (see PLATFORM.md), so this one is composed from ops that have one: RMSNorm by
+//! composition ([`candle_nn::ops::rms_norm_slow`]), RoPE in the HF (non-interleaved,
+//! rotate-half) layout via [`candle_nn::rotary_emb::rope_slow`], `softmax` over the last
+//! dimension by composition ([`candle_nn::ops::softmax`]), an additive causal mask,
+//! grouped-query attention by repeating kv heads, and a SwiGLU feed-forward layer.
+//!
+//! Base weights are plain tensors (frozen); only LoRA adapters attached with
+//! [`Llama::attach_lora`] are trainable [`Var`]s.
+//!
+//! # Weight names (HF)
+//!
+//! `model.embed_tokens.weight` `[vocab, hidden]`,
+//! `model.layers.{i}.self_attn.{q,k,v,o}_proj.weight`,
+//! `model.layers.{i}.mlp.{gate,up,down}_proj.weight`,
+//! `model.layers.{i}.input_layernorm.weight`, `model.layers.{i}.post_attention_layernorm.weight`,
+//! `model.norm.weight`, and `lm_head.weight` unless embeddings are tied.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::ops::{rms_norm_slow, softmax};
+use candle_nn::rotary_emb::rope_slow;
+use cgfed_core::{Error, Result};
+
+use crate::config::LlamaSpec;
+use crate::init;
+use crate::lora::{LoraAdapter, LoraConfig, LoraLinear, LoraTarget};
+
+/// Standard deviation of the random normal initialisation of the block matrices
+/// (attention and MLP projections), as HF's `initializer_range`.
+pub const INIT_STD: f64 = 0.02;
+
+/// The embedding and output-head matrices are initialised `N(0, (EMBED_SCALE / hidden)²)`.
+///
+/// Why not 0.02: after the final RMSNorm (weight 1, frozen) every hidden state has norm
+/// `√hidden`, so the largest logit margin a LoRA-only fine-tune can ever reach is about
+/// `√hidden · |e| ≈ hidden · std`. With std 0.02 and hidden 64 that is ≈1.3 nats and the
+/// tiny presets could barely learn. With tied embeddings the same quantity is also the
+/// initial bias toward predicting the current token again, so it cannot be large either;
+/// `hidden · std = 4` keeps the initial loss near `ln(vocab)` and leaves room to learn.
+pub const EMBED_SCALE: f64 = 4.0;
+
+/// Named base weights, keyed by HF name.
+pub type Weights = BTreeMap<String, Tensor>;
+
+/// One decoder block.
+#[derive(Debug, Clone)]
+struct Block {
+    input_norm: Tensor,
+    q: LoraLinear,
+    k: LoraLinear,
+    v: LoraLinear,
+    o: LoraLinear,
+    post_norm: Tensor,
+    gate: LoraLinear,
+    up: LoraLinear,
+    down: LoraLinear,
+}
+
+impl Block {
+    fn linear_mut(&mut self, t: LoraTarget) -> &mut LoraLinear {
+        match t {
+            LoraTarget::QProj => &mut self.q,
+            LoraTarget::KProj => &mut self.k,
+            LoraTarget::VProj => &mut self.v,
+            LoraTarget::OProj => &mut self.o,
+            LoraTarget::GateProj => &mut self.gate,
+            LoraTarget::UpProj => &mut self.up,
+            LoraTarget::DownProj => &mut self.down,
+        }
+    }
+
+    fn linear(&self, t: LoraTarget) -> &LoraLinear {
+        match t {
+            LoraTarget::QProj => &self.q,
+            LoraTarget::KProj => &self.k,
+            LoraTarget::VProj => &self.v,
+            LoraTarget::OProj => &self.o,
+            LoraTarget::GateProj => &self.gate,
+            LoraTarget::UpProj => &self.up,
+            LoraTarget::DownProj => &self.down,
+        }
+    }
+}
+
+/// A LLaMA decoder (frozen base weights, optional trainable LoRA adapters).
+///
+/// # Shapes
+/// [`forward`](Self::forward): token ids `[batch, seq]` (u32, `seq <= max_seq_len`) →
+/// logits `[batch, seq, vocab]` for every position.
+#[derive(Debug, Clone)]
+pub struct Llama {
+    spec: LlamaSpec,
+    embed: Tensor,
+    layers: Vec<Block>,
+    norm: Tensor,
+    lm_head: Option<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+    lora: Option<LoraConfig>,
+    dtype: DType,
+    device: Device,
+}
+
+/// The HF names and shapes of every base weight of `spec`, in name order.
+pub fn weight_shapes(spec: &LlamaSpec) -> Vec<(String, Vec<usize>)> {
+    let (h, f, kv, v) = (
+        spec.hidden_size,
+        spec.intermediate_size,
+        spec.kv_dim(),
+        spec.vocab_size,
+    );
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![v, h]),
+        ("model.norm.weight".to_string(), vec![h]),
+    ];
+    if !spec.tie_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![v, h]));
+    }
+    for i in 0..spec.num_layers {
+        let p = format!("model.layers.{i}");
+        out.extend([
+            (format!("{p}.input_layernorm.weight"), vec![h]),
+            (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+            (format!("{p}.self_attn.q_proj.weight"), vec![h, h]),
+            (format!("{p}.self_attn.k_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.v_proj.weight"), vec![kv, h]),
+            (format!("{p}.self_attn.o_proj.weight"), vec![h, h]),
+            (format!("{p}.mlp.gate_proj.weight"), vec![f, h]),
+            (format!("{p}.mlp.up_proj.weight"), vec![f, h]),
+            (format!("{p}.mlp.down_proj.weight"), vec![h, f]),
+        ]);
+    }
+    out.sort();
+    out
+}
+
+/// Random base weights for `spec`: block matrices `N(0, INIT_STD²)`, embedding and output
+/// head `N(0, (EMBED_SCALE / hidden)²)`, every norm weight 1.
+/// Deterministic in `seed` (each tensor seeded by its name, see [`init::tensor_seed`]).
+pub fn random_weights(
+    spec: &LlamaSpec,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Weights> {
+    spec.validate()?;
+    weight_shapes(spec)
+        .into_iter()
+        .map(|(name, shape)| {
+            let t = if shape.len() == 1 {
+                Tensor::ones(shape.as_slice(), dtype, device)?
+            } else if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+                let std = EMBED_SCALE / spec.hidden_size as f64;
+                init::normal(seed, &name, &shape, std, dtype, device)?
+            } else {
+                init::normal(seed, &name, &shape, INIT_STD, dtype, device)?
+            };
+            Ok((name, t))
+        })
+        .collect()
+}
+
+impl Llama {
+    /// A model with random base weights ([`random_weights`]) and no adapters.
+    pub fn random(spec: LlamaSpec, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
+        let weights = random_weights(&spec, seed, dtype, device)?;
+        Self::from_weights(spec, &weights)
+    }
+
+    /// A model from named base weights (HF names). Every expected weight must be present
+    /// with its exact shape; extra names are an error (they usually mean a spec mismatch).
+    /// Tensors are converted to the dtype of `model.embed_tokens.weight`.
+    pub fn from_weights(spec: LlamaSpec, weights: &Weights) -> Result<Self> {
+        spec.validate()?;
+        let shapes = weight_shapes(&spec);
+        if let Some(extra) = weights
+            .keys()
+            .find(|k| shapes.binary_search_by(|(n, _)| n.cmp(k)).is_err())
+        {
+            return Err(Error::InvalidInput(format!(
+                "unexpected weight `{extra}` for this model shape (tie_embeddings = {}, {} layers)",
+                spec.tie_embeddings, spec.num_layers
+            )));
+        }
+        let embed_name = "model.embed_tokens.weight";
+        let dtype = weights
+            .get(embed_name)
+            .map(Tensor::dtype)
+            .ok_or_else(|| Error::InvalidInput(format!("missing weight `{embed_name}`")))?;
+        if !matches!(dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16) {
+            return Err(Error::InvalidInput(format!(
+                "weights must be floating point, `{embed_name}` is {}",
+                dtype.as_str()
+            )));
+        }
+        let device = weights[embed_name].device().clone();
+        let get = |name: String| -> Result<Tensor> {
+            let t = weights
+                .get(&name)
+                .ok_or_else(|| Error::InvalidInput(format!("missing weight `{name}`")))?;
+            let want = &shapes[shapes
+                .binary_search_by(|(n, _)| n.cmp(&name))
+                .map_err(|_| Error::Other(format!("no shape for `{name}`")))?]
+            .1;
+            if t.dims() != want.as_slice() {
+                return Err(Error::InvalidInput(format!(
+                    "weight `{name}` has shape {:?}, expected {want:?}",
+                    t.dims()
+                )));
+            }
+            Ok(t.to_dtype(dtype)?.to_device(&device)?)
+        };
+        let mut layers = Vec::with_capacity(spec.num_layers);
+        for i in 0..spec.num_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Block {
+                input_norm: get(format!("{p}.input_layernorm.weight"))?,
+                q: LoraLinear::new(get(format!("{p}.self_attn.q_proj.weight"))?),
+                k: LoraLinear::new(get(format!("{p}.self_attn.k_proj.weight"))?),
+                v: LoraLinear::new(get(format!("{p}.self_attn.v_proj.weight"))?),
+                o: LoraLinear::new(get(format!("{p}.self_attn.o_proj.weight"))?),
+                post_norm: get(format!("{p}.post_attention_layernorm.weight"))?,
+                gate: LoraLinear::new(get(format!("{p}.mlp.gate_proj.weight"))?),
+                up: LoraLinear::new(get(format!("{p}.mlp.up_proj.weight"))?),
+                down: LoraLinear::new(get(format!("{p}.mlp.down_proj.weight"))?),
+            });
+        }
+        let embed = get(embed_name.to_string())?;
+        let norm = get("model.norm.weight".to_string())?;
+        let lm_head = if spec.tie_embeddings {
+            None
+        } else {
+            Some(get("lm_head.weight".to_string())?)
+        };
+        let (cos, sin) = rope_tables(&spec, dtype, &device)?;
+        Ok(Self {
+            spec,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            lora: None,
+            dtype,
+            device,
+        })
+    }
+
+    /// Attach a fresh LoRA adapter (A random from `seed`, B zero) to every target module of
+    /// every layer. Error if adapters are already attached or the config is invalid.
+    pub fn attach_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<()> {
+        cfg.validate()?;
+        if self.lora.is_some() {
+            return Err(Error::InvalidInput(
+                "LoRA adapters are already attached to this model".into(),
+            ));
+        }
+        let targets = cfg.parsed_targets()?;
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            for &t in &targets {
+                let lin = block.linear_mut(t);
+                let (out_dim, in_dim) = lin.weight().dims2()?;
+                let adapter = LoraAdapter::init(
+                    &t.module_path(i),
+                    out_dim,
+                    in_dim,
+                    cfg,
+                    seed,
+                    self.dtype,
+                    &self.device,
+                )?;
+                lin.attach(adapter)?;
+            }
+        }
+        self.lora = Some(cfg.clone());
+        Ok(())
+    }
+
+    /// The LoRA config of the attached adapters, if any.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref()
+    }
+
+    /// Every trainable tensor, sorted by name (`model.layers.{i}.self_attn.q_proj.lora_A`, …).
+    /// Empty when no adapters are attached.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (i, block) in self.layers.iter().enumerate() {
+            for t in LoraTarget::ALL {
+                if let Some(ad) = block.linear(t).adapter() {
+                    let path = t.module_path(i);
+                    out.push((format!("{path}.lora_A"), ad.a.clone()));
+                    out.push((format!("{path}.lora_B"), ad.b.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The model's shape.
+    pub fn spec(&self) -> &LlamaSpec {
+        &self.spec
+    }
+
+    /// Weight and activation dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Logits for every position.
+    ///
+    /// # Shapes
+    /// `ids` `[batch, seq]` u32 → `[batch, seq, vocab]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let h = self.hidden(ids)?;
+        self.head(&h)
+    }
+
+    /// The final hidden states (after the last RMSNorm), before the output head.
+    ///
+    /// # Shapes
+    /// `ids` `[batch, seq]` u32 → `[batch, seq, hidden]`.
+    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = self.check_ids(ids)?;
+        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
+            b,
+            t,
+            self.spec.hidden_size,
+        ))?;
+        let mask = causal_mask(t, self.dtype, &self.device)?;
+        let cos = self.cos.narrow(0, 0, t)?;
+        let sin = self.sin.narrow(0, 0, t)?;
+        let eps = self.spec.rms_norm_eps as f32;
+        for block in &self.layers {
+            let a = self.attention(
+                block,
+                &rms_norm_slow(&x, &block.input_norm, eps)?,
+                &mask,
+                &cos,
+                &sin,
+            )?;
+            x = (x + a)?;
+            let h = rms_norm_slow(&x, &block.post_norm, eps)?;
+            let m = block
+                .down
+                .forward(&(block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?)?;
+            x = (x + m)?;
+        }
+        Ok(rms_norm_slow(&x, &self.norm, eps)?)
+    }
+
+    /// Output head: logits from final hidden states (the embedding matrix when tied).
+    ///
+    /// # Shapes
+    /// `[..., hidden]` → `[..., vocab]`.
+    pub fn head(&self, h: &Tensor) -> Result<Tensor> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        LoraLinear::new(w.clone()).forward(h)
+    }
+
+    fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize)> {
+        let (b, t) = ids.dims2().map_err(|_| {
+            Error::InvalidInput(format!(
+                "token ids must be a [batch, seq] tensor, got shape {:?}",
+                ids.dims()
+            ))
+        })?;
+        if ids.dtype() != DType::U32 {
+            return Err(Error::InvalidInput(format!(
+                "token ids must be u32, got {}",
+                ids.dtype().as_str()
+            )));
+        }
+        if b == 0 || t == 0 {
+            return Err(Error::InvalidInput(format!(
+                "empty token id tensor of shape [{b}, {t}]"
+            )));
+        }
+        if t > self.spec.max_seq_len {
+            return Err(Error::InvalidInput(format!(
+                "sequence of {t} tokens is longer than model.max_seq_len = {}",
+                self.spec.max_seq_len
+            )));
+        }
+        let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        if max as usize >= self.spec.vocab_size {
+            return Err(Error::InvalidInput(format!(
+                "token id {max} is out of range for a vocabulary of {} ids",
+                self.spec.vocab_size
+            )));
+        }
+        Ok((b, t))
+    }
+
+    /// Causal self-attention with RoPE and grouped-query heads.
+    ///
+    /// # Shapes
+    /// `x` `[b, t, hidden]`, `mask` `[t, t]`, `cos`/`sin` `[t, head_dim / 2]` → `[b, t, hidden]`.
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        mask: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (
+            self.spec.num_heads,
+            self.spec.num_kv_heads,
+            self.spec.head_dim(),
+        );
+        let heads = |lin: &LoraLinear, n: usize| -> Result<Tensor> {
+            Ok(lin
+                .forward(x)?
+                .reshape((b, t, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = rope_slow(&heads(&block.q, nh)?, cos, sin)?;
+        let k = rope_slow(&heads(&block.k, nkv)?, cos, sin)?;
+        let v = heads(&block.v, nkv)?;
+        let k = repeat_kv(&k, nh / nkv)?;
+        let v = repeat_kv(&v, nh / nkv)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let probs = softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
+        let y = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        block.o.forward(&y)
+    }
+}
+
+/// `[b, n_kv, t, d]` → `[b, n_kv * rep, t, d]`, kv head `j` serving query heads
+/// `j * rep .. (j + 1) * rep` (HF's `repeat_kv`).
+fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, n, t, d) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, n, rep, t, d))?
+        .reshape((b, n * rep, t, d))?)
+}
+
+/// `[t, t]` additive mask: 0 where key ≤ query, −∞ above the diagonal.
+fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(v, (t, t), device)?.to_dtype(dtype)?)
+}
+
+/// RoPE tables `[max_seq_len, head_dim / 2]` (HF layout: frequency `θ^(-2i/d)` for pair
+/// `(i, i + d/2)`), computed in f64 on the host.
+fn rope_tables(spec: &LlamaSpec, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let hd = spec.head_dim();
+    let half = hd / 2;
+    let mut cos = Vec::with_capacity(spec.max_seq_len * half);
+    let mut sin = Vec::with_capacity(spec.max_seq_len * half);
+    for pos in 0..spec.max_seq_len {
+        for i in 0..half {
+            let inv_freq = 1.0 / spec.rope_theta.powf((2 * i) as f64 / hd as f64);
+            let (s, c) = (pos as f64 * inv_freq).sin_cos();
+            cos.push(c);
+            sin.push(s);
+        }
+    }
+    let shape = [spec.max_seq_len, half];
+    Ok((
+        init::host_tensor(cos, &shape, dtype, device)?,
+        init::host_tensor(sin, &shape, dtype, device)?,
+    ))
+}

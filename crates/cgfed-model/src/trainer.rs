@@ -1,0 +1,462 @@
+//! [`LlamaTrainer`]: the `llama` trainer plugin (LoRA fine-tuning of a [`Llama`]).
+//!
+//! ```toml
+//! [trainer]
+//! name = "llama"
+//! lr = 3e-3              # learning rate, default 3e-3
+//! local_steps = 4        # optimizer steps per local run, default 4
+//! batch_size = 8         # examples per step, default 8 (capped at the client's data size)
+//! optimizer = "adamw"    # "adamw" (default; betas 0.9/0.999, eps 1e-8) or "sgd"
+//! weight_decay = 0.0     # decoupled weight decay for adamw, default 0 (must be 0 for sgd)
+//! # max_grad_norm = 1.0  # clip the global gradient norm; default: no clipping
+//! ```
+//!
+//! The trainer holds the global LoRA state (an [`Update`]). A local run loads the state it
+//! is given into the adapters, builds a fresh optimizer, takes `local_steps` steps on
+//! batches drawn by a [`BatchSampler`] seeded with `mix_seed([seed, round, client])`, and
+//! returns `trained − start`. Runs are bit-for-bit deterministic on the CPU.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
+use cgfed_core::config::{ensure, parse_table};
+use cgfed_core::context::mix_seed;
+use cgfed_core::{
+    Error, EvalOutcome, Example, Layout, LocalOutcome, Result, TrainCtx, Trainer, TrainerInit,
+    Update,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{check_examples, mean_nll, nll_sum, Batch, BatchSampler};
+use crate::config::{LlamaSpec, ModelConfig};
+use crate::lora::LoraConfig;
+use crate::model::Llama;
+
+/// The registered name.
+pub const NAME: &str = "llama";
+
+cgfed_core::inventory::submit! {
+    cgfed_core::Plugin {
+        name: NAME,
+        summary: "LoRA fine-tuning of a LLaMA model on candle (random presets tiny/small)",
+        factory: cgfed_core::Factory::Trainer(build),
+    }
+}
+
+/// The plugin factory: parses `[model]`, `[lora]` and `[trainer]` and builds the trainer.
+pub fn build(init: &TrainerInit<'_>) -> Result<Box<dyn Trainer>> {
+    let model_cfg: ModelConfig = parse_table(init.model, "model")?;
+    let lora_cfg: LoraConfig = parse_table(init.lora, "lora")?;
+    let trainer_cfg: TrainerConfig = init.trainer.parse()?;
+    let spec = model_cfg.spec(init.vocab_size)?;
+    let t = LlamaTrainer::new(
+        spec,
+        lora_cfg,
+        trainer_cfg,
+        init.seed,
+        init.device.clone(),
+        model_cfg.dtype.dtype(),
+    )?
+    .with_label(model_cfg.label());
+    Ok(Box::new(t))
+}
+
+/// The local optimizer (`trainer.optimizer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// AdamW (betas 0.9 / 0.999, eps 1e-8), the default.
+    #[default]
+    Adamw,
+    /// Plain stochastic gradient descent.
+    Sgd,
+}
+
+fn default_lr() -> f64 {
+    3e-3
+}
+
+fn default_local_steps() -> usize {
+    4
+}
+
+fn default_batch_size() -> usize {
+    8
+}
+
+/// The `[trainer]` table minus `name`. Every key is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    /// Learning rate. Default 3e-3.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Optimizer steps per local run. Default 4.
+    #[serde(default = "default_local_steps")]
+    pub local_steps: usize,
+    /// Examples per step (capped at the number of examples with targets). Default 8.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// `"adamw"` (default) or `"sgd"`.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// AdamW's decoupled weight decay. Default 0.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this value before each step. Default: no clipping.
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        Self {
+            lr: default_lr(),
+            local_steps: default_local_steps(),
+            batch_size: default_batch_size(),
+            optimizer: OptimizerKind::default(),
+            weight_decay: 0.0,
+            max_grad_norm: None,
+        }
+    }
+}
+
+impl TrainerConfig {
+    /// Error unless every value is in range; keys are reported as `trainer.<field>`.
+    pub fn validate(&self) -> Result<()> {
+        ensure(
+            self.lr.is_finite() && self.lr > 0.0,
+            "trainer.lr",
+            format!("must be finite and > 0, got {}", self.lr),
+        )?;
+        ensure(
+            self.local_steps >= 1,
+            "trainer.local_steps",
+            "must be at least 1",
+        )?;
+        ensure(
+            self.batch_size >= 1,
+            "trainer.batch_size",
+            "must be at least 1",
+        )?;
+        ensure(
+            self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+            "trainer.weight_decay",
+            format!("must be finite and >= 0, got {}", self.weight_decay),
+        )?;
+        ensure(
+            self.optimizer == OptimizerKind::Adamw || self.weight_decay == 0.0,
+            "trainer.weight_decay",
+            "is only supported with optimizer = \"adamw\"",
+        )?;
+        if let Some(c) = self.max_grad_norm {
+            ensure(
+                c.is_finite() && c > 0.0,
+                "trainer.max_grad_norm",
+                format!("must be finite and > 0, got {c}"),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+enum LocalOptimizer {
+    Adamw(AdamW),
+    Sgd(SGD),
+}
+
+impl LocalOptimizer {
+    fn new(cfg: &TrainerConfig, vars: Vec<Var>) -> Result<Self> {
+        Ok(match cfg.optimizer {
+            OptimizerKind::Adamw => LocalOptimizer::Adamw(AdamW::new(
+                vars,
+                ParamsAdamW {
+                    lr: cfg.lr,
+                    weight_decay: cfg.weight_decay,
+                    ..ParamsAdamW::default()
+                },
+            )?),
+            OptimizerKind::Sgd => LocalOptimizer::Sgd(SGD::new(vars, cfg.lr)?),
+        })
+    }
+
+    fn step(&mut self, grads: &candle_core::backprop::GradStore) -> Result<()> {
+        match self {
+            LocalOptimizer::Adamw(o) => o.step(grads)?,
+            LocalOptimizer::Sgd(o) => o.step(grads)?,
+        }
+        Ok(())
+    }
+}
+
+/// LoRA fine-tuning of a [`Llama`]: the `llama` [`Trainer`].
+///
+/// Updates it returns have the model's dtype and device; updates it receives may have any
+/// float dtype and are converted.
+pub struct LlamaTrainer {
+    model: Llama,
+    params: Vec<(String, Var)>,
+    layout: Layout,
+    global: Update,
+    config: TrainerConfig,
+    label: String,
+}
+
+impl LlamaTrainer {
+    /// A trainer over a random model of shape `spec` (seeded by `seed`) with fresh LoRA
+    /// adapters (A seeded by `seed`, B zero), which are the initial global state.
+    pub fn new(
+        spec: LlamaSpec,
+        lora: LoraConfig,
+        config: TrainerConfig,
+        seed: u64,
+        device: Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let model = Llama::random(spec, seed, dtype, &device)?;
+        Self::from_model(model, &lora, config, seed)
+    }
+
+    /// A trainer over `model` (which must not have adapters yet): attaches LoRA adapters
+    /// per `lora` (A seeded by `seed`).
+    pub fn from_model(
+        mut model: Llama,
+        lora: &LoraConfig,
+        config: TrainerConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        model.attach_lora(lora, seed)?;
+        let params = model.trainable();
+        let global = snapshot(&params)?;
+        let layout = global.layout().clone();
+        Ok(Self {
+            model,
+            params,
+            layout,
+            global,
+            config,
+            label: "custom".to_string(),
+        })
+    }
+
+    /// Set the model label shown by [`Trainer::describe`] (default `custom`; the factory
+    /// uses the preset name, e.g. `tiny`).
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// The model (with its adapters holding the global state, except during a local run).
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The trainer's config.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// Replace the global state (e.g. to resume from a checkpoint).
+    pub fn set_global_state(&mut self, state: &Update) -> Result<()> {
+        state.check_same_layout(&self.layout)?;
+        self.global = self.convert(state)?;
+        self.load(&self.global)
+    }
+
+    /// Number of trainable parameters.
+    pub fn num_trainable(&self) -> usize {
+        self.layout.numel()
+    }
+
+    /// Bring an incoming update to the model's dtype and device.
+    fn convert(&self, u: &Update) -> Result<Update> {
+        let (dtype, device) = (self.model.dtype(), self.model.device().clone());
+        u.map(|t| t.to_dtype(dtype)?.to_device(&device))
+    }
+
+    /// Copy `state` into the adapter variables.
+    fn load(&self, state: &Update) -> Result<()> {
+        for ((name, var), (sname, t)) in self.params.iter().zip(state.iter()) {
+            debug_assert_eq!(name, sname);
+            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+        }
+        Ok(())
+    }
+
+    fn check_data(&self, data: &[Example]) -> Result<()> {
+        if data.is_empty() {
+            return Err(Error::InvalidInput(
+                "no examples: the data set is empty".into(),
+            ));
+        }
+        let spec = self.model.spec();
+        check_examples(data, spec.vocab_size, spec.max_seq_len)
+    }
+
+    /// Clip the global gradient norm of the adapters to `max` (in place in `grads`).
+    fn clip(&self, grads: &mut candle_core::backprop::GradStore, max: f64) -> Result<()> {
+        let mut sq = 0.0f64;
+        for (_, var) in &self.params {
+            if let Some(g) = grads.get(var) {
+                sq += g
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?;
+            }
+        }
+        let norm = sq.sqrt();
+        if norm > max {
+            let s = max / (norm + 1e-12);
+            for (_, var) in &self.params {
+                if let Some(g) = grads.remove(var) {
+                    grads.insert(var, g.affine(s, 0.0)?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A detached copy of every variable (not sharing storage with them).
+fn snapshot(params: &[(String, Var)]) -> Result<Update> {
+    Update::new(
+        params
+            .iter()
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
+            .collect::<Result<Vec<(String, Tensor)>>>()?,
+    )
+}
+
+fn human(n: usize) -> String {
+    if n >= 100_000 {
+        format!("{:.2}M", n as f64 / 1e6)
+    } else if n >= 1_000 {
+        format!("{:.1}k", n as f64 / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+impl Trainer for LlamaTrainer {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    fn global_state(&self) -> Result<Update> {
+        Ok(self.global.clone())
+    }
+
+    fn apply_delta(&mut self, delta: &Update) -> Result<()> {
+        delta.check_same_layout(&self.layout)?;
+        let next = self.global.add(&self.convert(delta)?)?;
+        next.check_finite()?;
+        self.load(&next)?;
+        self.global = next;
+        Ok(())
+    }
+
+    fn train_local(
+        &mut self,
+        start: &Update,
+        data: &[Example],
+        ctx: &TrainCtx,
+    ) -> Result<LocalOutcome> {
+        start.check_same_layout(&self.layout)?;
+        self.check_data(data)?;
+        let start = self.convert(start)?;
+        let seed = mix_seed(&[ctx.seed, ctx.round as u64, ctx.client as u64]);
+        let mut sampler = BatchSampler::new(data, self.config.batch_size, seed)?;
+        self.load(&start)?;
+        let result = (|| -> Result<(f64, usize, Update)> {
+            let vars = self.params.iter().map(|(_, v)| v.clone()).collect();
+            let mut opt = LocalOptimizer::new(&self.config, vars)?;
+            let (mut loss_sum, mut tokens) = (0.0, 0);
+            for _ in 0..self.config.local_steps {
+                let idx = sampler.next_batch();
+                let examples: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
+                let batch = Batch::new(&examples, self.model.device())?;
+                let loss = mean_nll(&self.model, &batch)?;
+                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                if !value.is_finite() {
+                    return Err(Error::Other(format!(
+                        "training diverged: loss is {value}; lower trainer.lr or set \
+                         trainer.max_grad_norm"
+                    )));
+                }
+                let mut grads = loss.backward()?;
+                if let Some(max) = self.config.max_grad_norm {
+                    self.clip(&mut grads, max)?;
+                }
+                opt.step(&grads)?;
+                loss_sum += value;
+                tokens += batch.num_targets;
+            }
+            Ok((loss_sum, tokens, snapshot(&self.params)?))
+        })();
+        // Restore the global state whatever happened.
+        let restored = self.load(&self.global);
+        let (loss_sum, tokens, trained) = result?;
+        restored?;
+        let steps = self.config.local_steps;
+        Ok(LocalOutcome {
+            delta: trained.sub(&start)?,
+            num_examples: data.len(),
+            train_loss: loss_sum / steps as f64,
+            steps,
+            tokens,
+        })
+    }
+
+    fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome> {
+        self.check_data(data)?;
+        let eligible: Vec<&Example> = data.iter().filter(|e| e.target_tokens() > 0).collect();
+        if eligible.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "none of the {} evaluation examples has a target token",
+                data.len()
+            )));
+        }
+        let (mut sum, mut tokens) = (0.0f64, 0usize);
+        for chunk in eligible.chunks(self.config.batch_size) {
+            let batch = Batch::new(chunk, self.model.device())?;
+            let s = nll_sum(&self.model, &batch)?.detach();
+            sum += s.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            tokens += batch.num_targets;
+        }
+        Ok(EvalOutcome {
+            loss: sum / tokens as f64,
+            tokens,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let spec = self.model.spec();
+        let lora = self.model.lora_config();
+        let (rank, targets) = lora
+            .map(|l| (l.rank, l.targets.join(",")))
+            .unwrap_or_default();
+        let device = match self.model.device() {
+            Device::Cpu => "cpu",
+            Device::Cuda(_) => "cuda",
+            Device::Metal(_) => "metal",
+        };
+        format!(
+            "llama {} (d{}, {} layers, {}/{} heads, vocab {}): {} base params, {} trainable \
+             (LoRA r={rank} on {targets}), {}, {device}",
+            self.label,
+            spec.hidden_size,
+            spec.num_layers,
+            spec.num_heads,
+            spec.num_kv_heads,
+            spec.vocab_size,
+            human(spec.num_params()),
+            human(self.num_trainable()),
+            self.model.dtype().as_str(),
+        )
+    }
+}

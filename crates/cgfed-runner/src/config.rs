@@ -1,0 +1,303 @@
+//! The experiment config: one TOML file per experiment, `--set` overrides, and errors that
+//! name the file, the key path and the accepted values.
+//!
+//! ```toml
+//! [experiment]
+//! name = "tiny"        # run directory: <output_dir>/<name>
+//! seed = 0
+//! output_dir = "runs"
+//!
+//! [model]              # parsed by the trainer (see cgfed-model)
+//! preset = "tiny"
+//!
+//! [lora]               # parsed by the trainer
+//! rank = 8
+//!
+//! [data]               # parsed by cgfed-data
+//! seq_len = 64
+//!
+//! [federation]
+//! rounds = 3
+//! clients = 8
+//! clients_per_round = 4
+//!
+//! [trainer]            # plugin: name + its keys
+//! name = "llama"
+//!
+//! [compressor]         # plugin
+//! name = "none"
+//!
+//! [aggregator]         # plugin
+//! name = "fedavg"
+//!
+//! [eval]
+//! every = 1
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use cgfed_core::config::{ensure, parse_table, PluginTable};
+use cgfed_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// `[experiment]`: identity and reproducibility of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSection {
+    /// Run name; the run directory is `<output_dir>/<name>`.
+    pub name: String,
+    /// Seed of everything random: model init, data split, client sampling, batches.
+    #[serde(default)]
+    pub seed: u64,
+    /// Parent directory of run directories. Default `runs`.
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    /// Device: `"cpu"` (default). CUDA arrives with the `cuda` feature.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_output_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+/// `[federation]`: the round loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Number of federated rounds (≥ 1).
+    pub rounds: usize,
+    /// Number of clients the training data is split over (≥ 1).
+    pub clients: usize,
+    /// Clients sampled per round, `1..=clients`.
+    pub clients_per_round: usize,
+}
+
+/// `[eval]`: held-out evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// Evaluate every this many rounds (and always after the last). Default 1.
+    #[serde(default = "one")]
+    pub every: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        Self { every: 1 }
+    }
+}
+
+/// The plugin used when a config omits a plugin table or its `name`.
+pub const DEFAULT_PLUGINS: &[(&str, &str)] = &[
+    ("trainer", "llama"),
+    ("compressor", "none"),
+    ("aggregator", "fedavg"),
+];
+
+fn default_trainer() -> toml::Value {
+    toml::Value::String("llama".into())
+}
+fn default_compressor() -> toml::Value {
+    toml::Value::String("none".into())
+}
+fn default_aggregator() -> toml::Value {
+    toml::Value::String("fedavg".into())
+}
+
+/// A whole experiment, as written in TOML.
+///
+/// The `[model]`, `[lora]` and `[data]` tables are kept as TOML and parsed by the crates
+/// that own them (the trainer, cgfed-data), so that core and runner stay independent of
+/// their keys; plugin tables are `name` plus the plugin's keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// `[experiment]`.
+    pub experiment: ExperimentSection,
+    /// `[model]`, given to the trainer.
+    #[serde(default)]
+    pub model: toml::Table,
+    /// `[lora]`, given to the trainer.
+    #[serde(default)]
+    pub lora: toml::Table,
+    /// `[data]`, given to cgfed-data.
+    #[serde(default)]
+    pub data: toml::Table,
+    /// `[federation]`.
+    pub federation: FederationSection,
+    /// `[trainer]` plugin table (default `llama`).
+    #[serde(default = "default_trainer")]
+    pub trainer: toml::Value,
+    /// `[compressor]` plugin table (default `none`).
+    #[serde(default = "default_compressor")]
+    pub compressor: toml::Value,
+    /// `[aggregator]` plugin table (default `fedavg`).
+    #[serde(default = "default_aggregator")]
+    pub aggregator: toml::Value,
+    /// `[eval]`.
+    #[serde(default)]
+    pub eval: EvalSection,
+}
+
+impl ExperimentConfig {
+    /// Parse a TOML document (no file context; see [`load_config`]).
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Self> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| Error::config("", format!("invalid TOML: {e}")))?;
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        // A plugin table without `name` means the default plugin with these keys.
+        for (key, default) in DEFAULT_PLUGINS {
+            if let Some(toml::Value::Table(t)) = table.get_mut(*key) {
+                t.entry("name")
+                    .or_insert_with(|| toml::Value::String((*default).into()));
+            }
+        }
+        let cfg: ExperimentConfig = parse_table(&table, "")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Check values and plugin tables (not plugin parameters: the factories do that).
+    pub fn validate(&self) -> Result<()> {
+        let f = &self.federation;
+        ensure(f.rounds >= 1, "federation.rounds", "must be at least 1")?;
+        ensure(f.clients >= 1, "federation.clients", "must be at least 1")?;
+        ensure(
+            (1..=f.clients).contains(&f.clients_per_round),
+            "federation.clients_per_round",
+            format!(
+                "must be in 1..={} (federation.clients), got {}",
+                f.clients, f.clients_per_round
+            ),
+        )?;
+        ensure(self.eval.every >= 1, "eval.every", "must be at least 1")?;
+        ensure(
+            !self.experiment.name.is_empty()
+                && !self.experiment.name.contains(['/', '\\'])
+                && self.experiment.name != ".."
+                && self.experiment.name != ".",
+            "experiment.name",
+            "must be a non-empty directory name without slashes",
+        )?;
+        ensure(
+            self.experiment.device == "cpu",
+            "experiment.device",
+            format!(
+                "unsupported device \"{}\"; accepted: cpu (cuda needs a build with the `cuda` feature)",
+                self.experiment.device
+            ),
+        )?;
+        self.trainer_table()?;
+        self.compressor_table()?;
+        self.aggregator_table()?;
+        Ok(())
+    }
+
+    /// The `[trainer]` plugin table.
+    pub fn trainer_table(&self) -> Result<PluginTable> {
+        PluginTable::from_value("trainer", &self.trainer)
+    }
+
+    /// The `[compressor]` plugin table.
+    pub fn compressor_table(&self) -> Result<PluginTable> {
+        PluginTable::from_value("compressor", &self.compressor)
+    }
+
+    /// The `[aggregator]` plugin table.
+    pub fn aggregator_table(&self) -> Result<PluginTable> {
+        PluginTable::from_value("aggregator", &self.aggregator)
+    }
+
+    /// The run directory: `<output_dir>/<name>`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.experiment.output_dir.join(&self.experiment.name)
+    }
+
+    /// The resolved config as TOML (written to the run directory).
+    pub fn to_toml_string(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Other(format!("cannot write config: {e}")))
+    }
+}
+
+/// Read, override and validate the config at `path`. Every error names the file.
+pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    ExperimentConfig::from_toml_str(&text, overrides).map_err(|e| e.in_file(path))
+}
+
+/// Load the config at `path` and build the experiment; configuration errors found while
+/// building (plugin names and parameters, `[model]`, `[data]`) also name the file.
+pub fn load_experiment(path: &Path, overrides: &[String]) -> Result<crate::Experiment> {
+    let cfg = load_config(path, overrides)?;
+    crate::Experiment::build(&cfg).map_err(|e| match e {
+        e
+        @ (Error::Config { .. } | Error::UnknownPlugin { .. } | Error::DuplicatePlugin { .. }) => {
+            e.in_file(path)
+        }
+        e => e,
+    })
+}
+
+/// Apply one `key.path=value` override. The value is read as TOML (`3`, `0.5`, `true`,
+/// `"x"`, `[1, 2]`, `{ name = "fp16" }`) and falls back to a plain string (`fp16`).
+pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
+    let (path, raw) = spec.split_once('=').ok_or_else(|| {
+        Error::config(
+            spec,
+            "an override must look like `key.path=value`, e.g. `federation.rounds=3`",
+        )
+    })?;
+    let path = path.trim();
+    let keys: Vec<&str> = path.split('.').collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        return Err(Error::config(path, "empty key in override path"));
+    }
+    let value = parse_value(raw.trim());
+    let mut cur = table;
+    for (i, k) in keys.iter().enumerate() {
+        if i + 1 == keys.len() {
+            cur.insert((*k).to_string(), value);
+            return Ok(());
+        }
+        let entry = cur
+            .entry((*k).to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // `--set compressor.level=3` on `compressor = "fp16"` turns the name into a table.
+        if let toml::Value::String(name) = entry {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), toml::Value::String(name.clone()));
+            *entry = toml::Value::Table(t);
+        }
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            other => {
+                return Err(Error::config(
+                    keys[..=i].join("."),
+                    format!(
+                        "is a {}, not a table; cannot set `{path}`",
+                        other.type_str()
+                    ),
+                ))
+            }
+        };
+    }
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}

@@ -1,0 +1,471 @@
+//! The federation engine: the round loop of a simulated federated fine-tuning run.
+//!
+//! Per round: sample clients (seeded by experiment seed and round) → send each the global
+//! trainable state as a real dense payload (downlink bytes) → local training → compress
+//! (uplink bytes = exact payload lengths) → server decodes (malformed payloads are
+//! rejected and counted, the round goes on) → aggregate → apply → evaluate every
+//! `eval.every` rounds → one JSON line in `metrics.jsonl`. At the end, `summary.json`.
+//!
+//! Clients talk to the server only through payload bytes plus an example count and a
+//! training loss, so the same round logic can later drive remote clients. In simulation the
+//! clients share the trainer's frozen base model, and the client's self-decode (to measure
+//! SNR and cosine) is the same computation as the server's decode of the same bytes, so it
+//! is done once.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cgfed_core::builtin::none::NoCompression;
+use cgfed_core::candle_core::Device;
+use cgfed_core::metrics::Reconstruction;
+use cgfed_core::{
+    registry, Aggregator, ClientState, ClientUpdate, Error, Example, GradientCompressor, Layout,
+    Payload, Phase, Result, RoundCtx, TextTokenizer, TrainCtx, Trainer, TrainerInit, Update,
+};
+use cgfed_data::{DataConfig, FederatedData};
+
+use crate::config::ExperimentConfig;
+use crate::metrics::{finite, finite_mean, ClientMetrics, RoundMetrics, RunSummary};
+use crate::sampling::sample_clients;
+
+/// What an observer (a progress bar, a test) learns when a run starts.
+#[derive(Debug, Clone)]
+pub struct RunInfo {
+    /// `experiment.name`.
+    pub name: String,
+    /// Calibration rounds requested by the compressor (run before the training rounds).
+    pub calibration_rounds: usize,
+    /// Training rounds (`federation.rounds`).
+    pub rounds: usize,
+    /// Trainer description.
+    pub trainer: String,
+    /// Compressor name.
+    pub compressor: String,
+    /// Aggregator name.
+    pub aggregator: String,
+    /// Human-readable partition summary.
+    pub partition: String,
+    /// Held-out loss before training.
+    pub initial_eval_loss: f64,
+    /// Where metrics and the summary are written.
+    pub run_dir: PathBuf,
+}
+
+/// Receives progress while a run goes on. Every method has a no-op default.
+pub trait Observer {
+    /// Called once, after setup and the initial evaluation.
+    fn on_start(&mut self, _info: &RunInfo) {}
+    /// Called after every round with its metrics line.
+    fn on_round(&mut self, _metrics: &RoundMetrics) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// A fully built experiment, ready to run.
+pub struct Experiment {
+    cfg: ExperimentConfig,
+    trainer: Box<dyn Trainer>,
+    compressor: Box<dyn GradientCompressor>,
+    aggregator: Box<dyn Aggregator>,
+    data: FederatedData,
+    states: Vec<ClientState>,
+    layout: Arc<Layout>,
+    device: Device,
+}
+
+impl std::fmt::Debug for Experiment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Experiment")
+            .field("name", &self.cfg.experiment.name)
+            .field("trainer", &self.trainer.describe())
+            .field("compressor", &self.compressor.name())
+            .field("aggregator", &self.aggregator.name())
+            .finish()
+    }
+}
+
+/// Stream number for the downlink/server contexts (distinct from any client index).
+const SERVER: Option<usize> = None;
+
+impl Experiment {
+    /// Build every part of the experiment (data, tokenizer, trainer, plugins). Any config
+    /// error surfaces here, before the first round.
+    pub fn build(cfg: &ExperimentConfig) -> Result<Self> {
+        let data_cfg = DataConfig::from_table(&cfg.data)?;
+        let tokenizer: Arc<dyn TextTokenizer> = cgfed_data::build_tokenizer(&data_cfg)?;
+        let seed = cfg.experiment.seed;
+        let device = Device::Cpu;
+        let trainer_table = cfg.trainer_table()?;
+        let trainer = registry::build_trainer(&TrainerInit {
+            trainer: &trainer_table,
+            model: &cfg.model,
+            lora: &cfg.lora,
+            vocab_size: tokenizer.vocab_size(),
+            seed,
+            device: device.clone(),
+        })?;
+        let compressor = registry::build_compressor(&cfg.compressor_table()?)?;
+        let aggregator = registry::build_aggregator(&cfg.aggregator_table()?)?;
+        let data = cgfed_data::build_federated_data(
+            &data_cfg,
+            tokenizer.as_ref(),
+            cfg.federation.clients,
+            seed,
+        )?;
+        let layout = Arc::new(trainer.layout().clone());
+        Ok(Self {
+            cfg: cfg.clone(),
+            trainer,
+            compressor,
+            aggregator,
+            states: vec![ClientState::default(); cfg.federation.clients],
+            data,
+            layout,
+            device,
+        })
+    }
+
+    /// The per-client training data and the held-out set.
+    pub fn data(&self) -> &FederatedData {
+        &self.data
+    }
+
+    /// The trainer (e.g. to evaluate after a run).
+    pub fn trainer_mut(&mut self) -> &mut dyn Trainer {
+        self.trainer.as_mut()
+    }
+
+    fn ctx(&self, round: usize, client: Option<usize>, phase: Phase) -> RoundCtx {
+        RoundCtx {
+            round,
+            client,
+            seed: self.cfg.experiment.seed,
+            phase,
+            layout: self.layout.clone(),
+            device: self.device.clone(),
+        }
+    }
+
+    /// Run every round, writing `config.toml`, `partition.json`, `metrics.jsonl` and
+    /// `summary.json` into the run directory.
+    pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        let started = Instant::now();
+        let run_dir = self.cfg.run_dir();
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        write_file(
+            &run_dir.join("config.toml"),
+            self.cfg.to_toml_string()?.as_bytes(),
+        )?;
+        write_file(
+            &run_dir.join("partition.json"),
+            &json_bytes(&self.data.summary)?,
+        )?;
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let mut out =
+            BufWriter::new(File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
+
+        let initial = self.trainer.evaluate(&self.data.eval)?;
+        let calibration_rounds = self.compressor.calibration_rounds();
+        let rounds = self.cfg.federation.rounds;
+        observer.on_start(&RunInfo {
+            name: self.cfg.experiment.name.clone(),
+            calibration_rounds,
+            rounds,
+            trainer: self.trainer.describe(),
+            compressor: self.compressor.name().to_string(),
+            aggregator: self.aggregator.name().to_string(),
+            partition: self.data.summary.to_string(),
+            initial_eval_loss: initial.loss,
+            run_dir: run_dir.clone(),
+        });
+        tracing::info!(
+            trainer = %self.trainer.describe(),
+            initial_eval_loss = initial.loss,
+            "run {} starting",
+            self.cfg.experiment.name
+        );
+
+        // Bytes every client downloads once before it can compress (e.g. encoder weights).
+        let artifact_bytes =
+            self.compressor.client_artifacts()?.len() * self.cfg.federation.clients;
+        let mut cum_up = 0usize;
+        let mut cum_down = 0usize;
+        let mut history: Vec<RoundMetrics> = Vec::new();
+        let mut last_eval = initial.loss;
+        for r in 0..calibration_rounds + rounds {
+            let phase = if r < calibration_rounds {
+                Phase::Calibration
+            } else {
+                Phase::Train
+            };
+            let mut m = self.round(r, phase)?;
+            if r == 0 {
+                m.downlink_bytes += artifact_bytes;
+            }
+            if phase == Phase::Calibration && r + 1 == calibration_rounds {
+                let report = self.compressor.fit()?;
+                m.extra.extend(report.metrics);
+                m.downlink_bytes += report.broadcast_bytes * self.cfg.federation.clients;
+            }
+            let last = r + 1 == calibration_rounds + rounds;
+            if (r + 1) % self.cfg.eval.every == 0 || last {
+                let t = Instant::now();
+                let e = self.trainer.evaluate(&self.data.eval)?;
+                m.time_eval_ms = ms(t);
+                m.eval_loss = Some(e.loss);
+                m.perplexity = Some(e.perplexity());
+                last_eval = e.loss;
+            }
+            cum_up += m.uplink_bytes;
+            cum_down += m.downlink_bytes;
+            m.cum_uplink_bytes = cum_up;
+            m.cum_downlink_bytes = cum_down;
+            serde_json::to_writer(&mut out, &m)
+                .map_err(|e| Error::Other(format!("cannot serialise metrics: {e}")))?;
+            out.write_all(b"\n")
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io(&metrics_path, e))?;
+            tracing::info!(
+                round = m.round,
+                train_loss = ?m.train_loss,
+                eval_loss = ?m.eval_loss,
+                uplink_bytes = m.uplink_bytes,
+                "round done"
+            );
+            observer.on_round(&m);
+            history.push(m);
+        }
+
+        let evals: Vec<f64> = std::iter::once(initial.loss)
+            .chain(history.iter().filter_map(|m| m.eval_loss))
+            .collect();
+        let total_dense: usize = history.iter().map(|m| m.dense_bytes).sum();
+        let summary = RunSummary {
+            name: self.cfg.experiment.name.clone(),
+            seed: self.cfg.experiment.seed,
+            rounds: history.len(),
+            trainer: self.trainer.describe(),
+            compressor: self.compressor.name().to_string(),
+            aggregator: self.aggregator.name().to_string(),
+            update_numel: self.layout.numel(),
+            initial_eval_loss: initial.loss,
+            final_eval_loss: last_eval,
+            best_eval_loss: evals.iter().copied().fold(f64::INFINITY, f64::min),
+            final_perplexity: last_eval.exp(),
+            total_uplink_bytes: cum_up,
+            total_downlink_bytes: cum_down,
+            total_dense_bytes: total_dense,
+            ratio: ratio(total_dense, cum_up),
+            mean_snr_db: finite_mean(history.iter().filter_map(|m| m.snr_db)),
+            rejected_updates: history.iter().map(|m| m.rejected_updates).sum(),
+            skipped_rounds: history.iter().filter(|m| m.skipped).count(),
+            wall_s: started.elapsed().as_secs_f64(),
+        };
+        write_file(&run_dir.join("summary.json"), &json_bytes(&summary)?)?;
+        Ok(summary)
+    }
+
+    /// One round: downlink, local training, compression, decoding, aggregation.
+    fn round(&mut self, r: usize, phase: Phase) -> Result<RoundMetrics> {
+        let fed = &self.cfg.federation;
+        let sampled = sample_clients(
+            fed.clients,
+            fed.clients_per_round,
+            self.cfg.experiment.seed,
+            r,
+        );
+        let dense = NoCompression;
+        // Calibration rounds send dense updates for the compressor to observe.
+        let compressor: &dyn GradientCompressor = match phase {
+            Phase::Calibration => &dense,
+            Phase::Train => self.compressor.as_ref(),
+        };
+
+        // Downlink: the global trainable state, as real dense bytes.
+        let server_ctx = self.ctx(r, SERVER, phase);
+        let global = self.trainer.global_state()?;
+        let down = dense.compress(&global, &mut ClientState::default(), &server_ctx)?;
+
+        let mut m = RoundMetrics {
+            round: r + 1,
+            phase,
+            sampled: sampled.clone(),
+            participants: 0,
+            rejected_updates: 0,
+            skipped: false,
+            uplink_bytes: 0,
+            downlink_bytes: down.len() * sampled.len(),
+            cum_uplink_bytes: 0,
+            cum_downlink_bytes: 0,
+            dense_bytes: 0,
+            ratio: 0.0,
+            snr_db: None,
+            snr_paper: None,
+            cosine: None,
+            rel_err: None,
+            train_loss: None,
+            eval_loss: None,
+            perplexity: None,
+            time_train_ms: 0.0,
+            time_encode_ms: 0.0,
+            time_decode_ms: 0.0,
+            time_aggregate_ms: 0.0,
+            time_eval_ms: 0.0,
+            extra: Default::default(),
+            clients: Vec::with_capacity(sampled.len()),
+        };
+
+        let mut received: Vec<(Payload, Update)> = Vec::new();
+        let mut accepted: Vec<ClientUpdate> = Vec::new();
+        let mut quality: Vec<Reconstruction> = Vec::new();
+        for &c in &sampled {
+            let ctx = self.ctx(r, Some(c), phase);
+            // Client side: decode the global state it received, train, compress.
+            let start = dense.decompress(&down, &ctx)?;
+            let data: &[Example] = &self.data.clients[c];
+            let t = Instant::now();
+            let local = self.trainer.train_local(
+                &start,
+                data,
+                &TrainCtx {
+                    round: r,
+                    client: c,
+                    seed: self.cfg.experiment.seed,
+                },
+            )?;
+            m.time_train_ms += ms(t);
+            let dense_bytes = self.layout.dense_bytes();
+            m.dense_bytes += dense_bytes;
+            let mut cm = ClientMetrics {
+                client: c,
+                num_examples: local.num_examples,
+                train_loss: local.train_loss,
+                uplink_bytes: 0,
+                dense_bytes,
+                ratio: 0.0,
+                snr_db: None,
+                snr_paper: None,
+                cosine: None,
+                rel_err: None,
+                rejected: false,
+            };
+            let t = Instant::now();
+            let payload = match compressor.compress(&local.delta, &mut self.states[c], &ctx) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(client = c, round = r + 1, "client failed to encode: {e}");
+                    m.time_encode_ms += ms(t);
+                    m.rejected_updates += 1;
+                    cm.rejected = true;
+                    m.clients.push(cm);
+                    continue;
+                }
+            };
+            m.time_encode_ms += ms(t);
+            m.uplink_bytes += payload.len();
+            cm.uplink_bytes = payload.len();
+            cm.ratio = ratio(dense_bytes, payload.len());
+
+            // Server side: decode from the bytes alone; reject what does not validate.
+            let t = Instant::now();
+            let decoded = compressor
+                .decompress(&payload, &ctx)
+                .and_then(|u| u.check_finite().map(|_| u));
+            m.time_decode_ms += ms(t);
+            match decoded {
+                Ok(update) => {
+                    let q = Reconstruction::measure(&local.delta.to_flat()?, &update.to_flat()?);
+                    cm.snr_db = finite(q.snr_db);
+                    cm.snr_paper = finite(q.snr_paper);
+                    cm.cosine = finite(q.cosine);
+                    cm.rel_err = finite(q.rel_err);
+                    quality.push(q);
+                    accepted.push(ClientUpdate {
+                        client: c,
+                        update: update.clone(),
+                        num_examples: local.num_examples,
+                        train_loss: local.train_loss,
+                    });
+                    received.push((payload, update));
+                }
+                Err(e) => {
+                    tracing::warn!(client = c, round = r + 1, "payload rejected: {e}");
+                    m.rejected_updates += 1;
+                    cm.rejected = true;
+                }
+            }
+            m.clients.push(cm);
+        }
+
+        if phase == Phase::Calibration {
+            for u in &accepted {
+                let ctx = self.ctx(r, Some(u.client), phase);
+                self.compressor.observe(&u.update, &ctx)?;
+            }
+        }
+        m.participants = accepted.len();
+        m.ratio = ratio(m.dense_bytes, m.uplink_bytes);
+        m.snr_db = finite_mean(quality.iter().map(|q| q.snr_db));
+        m.snr_paper = finite_mean(quality.iter().map(|q| q.snr_paper));
+        m.cosine = finite_mean(quality.iter().map(|q| q.cosine));
+        m.rel_err = finite_mean(quality.iter().map(|q| q.rel_err));
+        let weight: usize = accepted.iter().map(|u| u.num_examples).sum();
+        if weight > 0 {
+            m.train_loss = Some(
+                accepted
+                    .iter()
+                    .map(|u| u.train_loss * u.num_examples as f64)
+                    .sum::<f64>()
+                    / weight as f64,
+            );
+        }
+
+        if accepted.is_empty() {
+            tracing::warn!(round = r + 1, "no valid update: round skipped");
+            m.skipped = true;
+            return Ok(m);
+        }
+        let t = Instant::now();
+        let delta = self.aggregator.aggregate(&accepted, &server_ctx)?;
+        delta.check_finite()?;
+        self.trainer.apply_delta(&delta)?;
+        if phase == Phase::Train {
+            let report = self.compressor.after_round(&received, &server_ctx)?;
+            m.extra.extend(report.metrics);
+            m.downlink_bytes += report.broadcast_bytes * sampled.len();
+        }
+        m.time_aggregate_ms = ms(t);
+        Ok(m)
+    }
+}
+
+/// Build and run the experiment described by `cfg`.
+pub fn run_experiment(cfg: &ExperimentConfig, observer: &mut dyn Observer) -> Result<RunSummary> {
+    Experiment::build(cfg)?.run(observer)
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn ratio(dense: usize, sent: usize) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        dense as f64 / sent as f64
+    }
+}
+
+fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(v).map_err(|e| Error::Other(format!("cannot serialise: {e}")))
+}
+
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,24 @@
+//! # cgfed-runner
+//!
+//! The federation engine: loads an experiment config ([`config`]), builds the trainer,
+//! compressor and aggregator by name from the plugin registry, runs the round loop
+//! ([`engine`]) with seeded client sampling and exact byte accounting, and writes one JSON
+//! line of [`metrics`] per round plus a summary.
+//!
+//! ```no_run
+//! use cgfed_plugins as _; // link every plugin so the registry can find them
+//! # fn main() -> cgfed_core::Result<()> {
+//! let cfg = cgfed_runner::load_config("configs/tiny.toml".as_ref(), &["federation.rounds=2".into()])?;
+//! let summary = cgfed_runner::run_experiment(&cfg, &mut cgfed_runner::Quiet)?;
+//! println!("eval loss {:.3} -> {:.3}", summary.initial_eval_loss, summary.final_eval_loss);
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod sampling;
+
+pub use config::{load_config, load_experiment, ExperimentConfig};
+pub use engine::{run_experiment, Experiment, Observer, Quiet, RunInfo};
+pub use metrics::{ClientMetrics, RoundMetrics, RunSummary};

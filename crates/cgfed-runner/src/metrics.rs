@@ -1,0 +1,156 @@
+//! The per-round JSON line (`metrics.jsonl`) and the run summary (`summary.json`).
+//!
+//! Field names follow the project's metric vocabulary: `uplink_bytes`, `downlink_bytes`,
+//! `dense_bytes`, `ratio`, `snr_db`, `snr_paper`, `cosine`, `rel_err`, `train_loss`,
+//! `eval_loss`, `perplexity`, `time_*_ms`, `phase`, `rejected_updates`. An infinite SNR
+//! (exact reconstruction) is written as `null`.
+
+use std::collections::BTreeMap;
+
+use cgfed_core::Phase;
+use serde::{Deserialize, Serialize};
+
+/// One client's part of a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMetrics {
+    /// Client index.
+    pub client: usize,
+    /// Training examples the client holds.
+    pub num_examples: usize,
+    /// Mean local training loss.
+    pub train_loss: f64,
+    /// Length of the client's payload.
+    pub uplink_bytes: usize,
+    /// f32 size of its update.
+    pub dense_bytes: usize,
+    /// `dense_bytes / uplink_bytes`.
+    pub ratio: f64,
+    /// Reconstruction SNR in dB (`null` when exact).
+    pub snr_db: Option<f64>,
+    /// The paper's SNR, `‖x‖²/(‖x−x̂‖²/n)` (`null` when exact).
+    pub snr_paper: Option<f64>,
+    /// Cosine similarity of update and reconstruction.
+    pub cosine: Option<f64>,
+    /// `‖x−x̂‖/‖x‖`.
+    pub rel_err: Option<f64>,
+    /// Whether the server rejected the payload.
+    pub rejected: bool,
+}
+
+/// One JSON line per round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundMetrics {
+    /// 1-based index of the completed round.
+    pub round: usize,
+    /// `calibration` or `train`.
+    pub phase: Phase,
+    /// Sampled clients, sorted.
+    pub sampled: Vec<usize>,
+    /// Valid updates aggregated.
+    pub participants: usize,
+    /// Payloads rejected (failed to encode or to decode).
+    pub rejected_updates: usize,
+    /// Whether the round was skipped (no valid update).
+    pub skipped: bool,
+    /// Sum of the payload lengths sent by clients this round.
+    pub uplink_bytes: usize,
+    /// Bytes sent by the server this round (global state × clients, plus artifacts).
+    pub downlink_bytes: usize,
+    /// Uplink so far, this round included.
+    pub cum_uplink_bytes: usize,
+    /// Downlink so far, this round included.
+    pub cum_downlink_bytes: usize,
+    /// f32 size of the same updates.
+    pub dense_bytes: usize,
+    /// `dense_bytes / uplink_bytes`.
+    pub ratio: f64,
+    /// Mean over clients of the reconstruction SNR in dB (`null` when exact).
+    pub snr_db: Option<f64>,
+    /// Mean over clients of the paper's SNR.
+    pub snr_paper: Option<f64>,
+    /// Mean over clients of the cosine similarity.
+    pub cosine: Option<f64>,
+    /// Mean over clients of the relative error.
+    pub rel_err: Option<f64>,
+    /// Example-weighted mean of the clients' training losses.
+    pub train_loss: Option<f64>,
+    /// Held-out loss per target token after this round, when evaluated.
+    pub eval_loss: Option<f64>,
+    /// `exp(eval_loss)`.
+    pub perplexity: Option<f64>,
+    /// Local training time summed over clients.
+    pub time_train_ms: f64,
+    /// Compression time summed over clients.
+    pub time_encode_ms: f64,
+    /// Server decoding time summed over clients.
+    pub time_decode_ms: f64,
+    /// Aggregation and update time.
+    pub time_aggregate_ms: f64,
+    /// Evaluation time.
+    pub time_eval_ms: f64,
+    /// Extra metrics reported by plugin hooks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, f64>,
+    /// Per-client details.
+    pub clients: Vec<ClientMetrics>,
+}
+
+/// `summary.json`, written at the end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// `experiment.name`.
+    pub name: String,
+    /// `experiment.seed`.
+    pub seed: u64,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Trainer description (model size, trainable parameters).
+    pub trainer: String,
+    /// Compressor name.
+    pub compressor: String,
+    /// Aggregator name.
+    pub aggregator: String,
+    /// Elements in one update.
+    pub update_numel: usize,
+    /// Held-out loss before the first round.
+    pub initial_eval_loss: f64,
+    /// Held-out loss after the last round.
+    pub final_eval_loss: f64,
+    /// Lowest held-out loss seen.
+    pub best_eval_loss: f64,
+    /// `exp(final_eval_loss)`.
+    pub final_perplexity: f64,
+    /// Total uplink bytes.
+    pub total_uplink_bytes: usize,
+    /// Total downlink bytes.
+    pub total_downlink_bytes: usize,
+    /// Total f32 size of all updates sent.
+    pub total_dense_bytes: usize,
+    /// `total_dense_bytes / total_uplink_bytes`.
+    pub ratio: f64,
+    /// Mean over rounds of the mean SNR in dB (`null` when every reconstruction was exact).
+    pub mean_snr_db: Option<f64>,
+    /// Payloads rejected over the run.
+    pub rejected_updates: usize,
+    /// Rounds skipped for lack of valid updates.
+    pub skipped_rounds: usize,
+    /// Wall-clock time of the run in seconds.
+    pub wall_s: f64,
+}
+
+/// Mean of the finite values, `None` if there are none.
+pub fn finite_mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let (mut sum, mut n) = (0.0, 0usize);
+    for v in values {
+        if v.is_finite() {
+            sum += v;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| sum / n as f64)
+}
+
+/// `Some(v)` when `v` is finite.
+pub fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
