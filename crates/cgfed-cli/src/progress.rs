@@ -92,7 +92,7 @@ impl Observer for Progress {
             + m.time_aggregate_ms
             + m.time_eval_ms)
             / 1e3;
-        let snr = match (m.snr_db, m.rel_err) {
+        let snr = match (m.quality.snr_db, m.quality.rel_err) {
             (None, Some(0.0)) => "exact".to_string(),
             (v, _) => fmt(v, 1),
         };

@@ -28,7 +28,7 @@ use cgfed_core::{
 use cgfed_data::{DataConfig, FederatedData};
 
 use crate::config::ExperimentConfig;
-use crate::metrics::{finite, finite_mean, ClientMetrics, RoundMetrics, RunSummary};
+use crate::metrics::{finite_mean, ClientMetrics, Quality, RoundMetrics, RunSummary};
 use crate::sampling::sample_clients;
 
 /// What an observer (a progress bar, a test) learns when a run starts.
@@ -262,7 +262,7 @@ impl Experiment {
             total_downlink_bytes: cum_down,
             total_dense_bytes: total_dense,
             ratio: ratio(total_dense, cum_up),
-            mean_snr_db: finite_mean(history.iter().filter_map(|m| m.snr_db)),
+            mean_snr_db: finite_mean(history.iter().filter_map(|m| m.quality.snr_db)),
             rejected_updates: history.iter().map(|m| m.rejected_updates).sum(),
             skipped_rounds: history.iter().filter(|m| m.skipped).count(),
             wall_s: started.elapsed().as_secs_f64(),
@@ -305,10 +305,7 @@ impl Experiment {
             cum_downlink_bytes: 0,
             dense_bytes: 0,
             ratio: 0.0,
-            snr_db: None,
-            snr_paper: None,
-            cosine: None,
-            rel_err: None,
+            quality: Quality::default(),
             train_loss: None,
             eval_loss: None,
             perplexity: None,
@@ -349,10 +346,7 @@ impl Experiment {
                 uplink_bytes: 0,
                 dense_bytes,
                 ratio: 0.0,
-                snr_db: None,
-                snr_paper: None,
-                cosine: None,
-                rel_err: None,
+                quality: Quality::default(),
                 rejected: false,
             };
             let t = Instant::now();
@@ -381,10 +375,7 @@ impl Experiment {
             match decoded {
                 Ok(update) => {
                     let q = Reconstruction::measure(&local.delta.to_flat()?, &update.to_flat()?);
-                    cm.snr_db = finite(q.snr_db);
-                    cm.snr_paper = finite(q.snr_paper);
-                    cm.cosine = finite(q.cosine);
-                    cm.rel_err = finite(q.rel_err);
+                    cm.quality = Quality::of(&q);
                     quality.push(q);
                     accepted.push(ClientUpdate {
                         client: c,
@@ -411,10 +402,7 @@ impl Experiment {
         }
         m.participants = accepted.len();
         m.ratio = ratio(m.dense_bytes, m.uplink_bytes);
-        m.snr_db = finite_mean(quality.iter().map(|q| q.snr_db));
-        m.snr_paper = finite_mean(quality.iter().map(|q| q.snr_paper));
-        m.cosine = finite_mean(quality.iter().map(|q| q.cosine));
-        m.rel_err = finite_mean(quality.iter().map(|q| q.rel_err));
+        m.quality = Quality::mean(&quality);
         let weight: usize = accepted.iter().map(|u| u.num_examples).sum();
         if weight > 0 {
             m.train_loss = Some(

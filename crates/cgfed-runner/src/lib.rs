@@ -21,4 +21,4 @@ pub mod sampling;
 
 pub use config::{load_config, load_experiment, ExperimentConfig};
 pub use engine::{run_experiment, Experiment, Observer, Quiet, RunInfo};
-pub use metrics::{ClientMetrics, RoundMetrics, RunSummary};
+pub use metrics::{ClientMetrics, Quality, RoundMetrics, RunSummary};

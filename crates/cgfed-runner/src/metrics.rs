@@ -10,6 +10,43 @@ use std::collections::BTreeMap;
 use cgfed_core::Phase;
 use serde::{Deserialize, Serialize};
 
+/// Reconstruction quality of a decoded update against the true one (see
+/// [`cgfed_core::metrics`]); `None` (`null` in JSON) where the value is not finite, e.g. the
+/// infinite SNR of an exact reconstruction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quality {
+    /// SNR in dB, `10·log10(‖x‖²/‖x−x̂‖²)`.
+    pub snr_db: Option<f64>,
+    /// The paper's SNR, `‖x‖²/(‖x−x̂‖²/n)`.
+    pub snr_paper: Option<f64>,
+    /// Cosine similarity of `x` and `x̂`.
+    pub cosine: Option<f64>,
+    /// `‖x−x̂‖/‖x‖`.
+    pub rel_err: Option<f64>,
+}
+
+impl Quality {
+    /// The finite parts of one measurement.
+    pub fn of(q: &cgfed_core::metrics::Reconstruction) -> Self {
+        Self {
+            snr_db: finite(q.snr_db),
+            snr_paper: finite(q.snr_paper),
+            cosine: finite(q.cosine),
+            rel_err: finite(q.rel_err),
+        }
+    }
+
+    /// Means of the finite values of several measurements.
+    pub fn mean(qs: &[cgfed_core::metrics::Reconstruction]) -> Self {
+        Self {
+            snr_db: finite_mean(qs.iter().map(|q| q.snr_db)),
+            snr_paper: finite_mean(qs.iter().map(|q| q.snr_paper)),
+            cosine: finite_mean(qs.iter().map(|q| q.cosine)),
+            rel_err: finite_mean(qs.iter().map(|q| q.rel_err)),
+        }
+    }
+}
+
 /// One client's part of a round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientMetrics {
@@ -25,14 +62,9 @@ pub struct ClientMetrics {
     pub dense_bytes: usize,
     /// `dense_bytes / uplink_bytes`.
     pub ratio: f64,
-    /// Reconstruction SNR in dB (`null` when exact).
-    pub snr_db: Option<f64>,
-    /// The paper's SNR, `‖x‖²/(‖x−x̂‖²/n)` (`null` when exact).
-    pub snr_paper: Option<f64>,
-    /// Cosine similarity of update and reconstruction.
-    pub cosine: Option<f64>,
-    /// `‖x−x̂‖/‖x‖`.
-    pub rel_err: Option<f64>,
+    /// How well the server's decode matches the true update.
+    #[serde(flatten)]
+    pub quality: Quality,
     /// Whether the server rejected the payload.
     pub rejected: bool,
 }
@@ -64,14 +96,9 @@ pub struct RoundMetrics {
     pub dense_bytes: usize,
     /// `dense_bytes / uplink_bytes`.
     pub ratio: f64,
-    /// Mean over clients of the reconstruction SNR in dB (`null` when exact).
-    pub snr_db: Option<f64>,
-    /// Mean over clients of the paper's SNR.
-    pub snr_paper: Option<f64>,
-    /// Mean over clients of the cosine similarity.
-    pub cosine: Option<f64>,
-    /// Mean over clients of the relative error.
-    pub rel_err: Option<f64>,
+    /// Means over clients of their [`Quality`] (finite values only).
+    #[serde(flatten)]
+    pub quality: Quality,
     /// Example-weighted mean of the clients' training losses.
     pub train_loss: Option<f64>,
     /// Held-out loss per target token after this round, when evaluated.

@@ -45,10 +45,8 @@ fn check_byte_accounting(m: &[RoundMetrics], header: usize) -> usize {
         cum += r.uplink_bytes;
         assert_eq!(r.cum_uplink_bytes, cum);
         for c in &r.clients {
-            assert_eq!(c.dense_bytes % 4, 0);
-            let numel = c.dense_bytes / 4;
-            assert!(c.uplink_bytes >= header, "payload shorter than its header");
-            let _ = numel;
+            assert_eq!(c.dense_bytes % 4, 0, "dense bytes are whole f32s");
+            assert!(c.uplink_bytes > header, "payload no longer than its header");
         }
     }
     cum
@@ -66,7 +64,7 @@ fn none_payload_is_dense_plus_header() {
         assert_eq!(c.uplink_bytes, c.dense_bytes + Payload::header_len("none"));
         assert_eq!(c.dense_bytes, 4 * s.update_numel);
         assert!((c.ratio - 1.0).abs() < 1e-3, "ratio {}", c.ratio);
-        assert_eq!(c.rel_err, Some(0.0), "dense f32 must be lossless");
+        assert_eq!(c.quality.rel_err, Some(0.0), "dense f32 must be lossless");
     }
     // Downlink: the global state, dense, to each sampled client.
     for r in &m {
@@ -94,9 +92,9 @@ fn fp16_halves_the_uplink_with_bounded_error() {
             c.dense_bytes / 2 + Payload::header_len("fp16")
         );
         assert!((c.ratio - 2.0).abs() < 0.01, "ratio {}", c.ratio);
-        let e = c.rel_err.expect("finite relative error");
+        let e = c.quality.rel_err.expect("finite relative error");
         assert!(e > 0.0 && e < 1e-3, "fp16 relative error {e}");
-        assert!(c.snr_db.expect("finite snr") > 60.0);
+        assert!(c.quality.snr_db.expect("finite snr") > 60.0);
     }
     assert!((s.ratio - 2.0).abs() < 0.01);
 }
