@@ -44,10 +44,12 @@ pub mod config;
 pub mod init;
 pub mod lora;
 pub mod model;
+pub mod tokenizer;
 pub mod trainer;
 
 pub use batch::{Batch, BatchSampler};
 pub use config::{LlamaSpec, ModelConfig, ModelDType, Preset};
 pub use lora::{LoraAdapter, LoraConfig, LoraLinear, LoraTarget};
 pub use model::{Llama, Weights};
+pub use tokenizer::HfTokenizer;
 pub use trainer::{LlamaTrainer, OptimizerKind, TrainerConfig};
