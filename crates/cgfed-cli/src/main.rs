@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use cgfed_plugins as _;
 use clap::{Parser, Subcommand}; // link every plugin so the registry sees them
 
+mod models;
 mod progress;
 
 /// Communication-efficient federated fine-tuning of LLaMA models.
@@ -43,6 +44,24 @@ enum Command {
     },
     /// List every registered compressor, aggregator and trainer.
     List,
+    /// Download and verify a named model asset into the cache ($CGFED_HOME, default
+    /// ~/.cache/cgfed), e.g. `cgfed fetch smollm2-135m`.
+    Fetch {
+        /// Asset name.
+        name: String,
+    },
+    /// Load MODEL (preset, asset name, .gguf file or HF directory) and print its mean NLL on
+    /// a fixed English passage and a short greedy continuation.
+    CheckModel {
+        /// `tiny`, `small`, `smollm2-135m`, a .gguf file, or a Hugging Face directory.
+        model: String,
+        /// Device: auto, cpu, cuda, cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+        /// Tokens to generate.
+        #[arg(long, default_value_t = 8)]
+        max_new_tokens: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +86,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             overrides,
             no_progress,
         } => {
+            let cfg = cgfed_runner::load_config(&config, &overrides)?;
+            models::prefetch_for(&cfg.model)?;
             let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
             let mut observer = progress::Progress::new(!no_progress);
             let summary = exp.run(&mut observer).map_err(|e| {
@@ -82,6 +103,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("{}", exp.data().summary);
             Ok(())
         }
+        Command::Fetch { name } => models::fetch(&name),
+        Command::CheckModel {
+            model,
+            device,
+            max_new_tokens,
+        } => models::check(&model, device, max_new_tokens),
         Command::List => {
             cgfed_core::registry::check_unique()?;
             print!("{}", list_plugins());

@@ -74,12 +74,12 @@ pub struct TrainerInit<'a> {
     pub model: &'a toml::Table,
     /// The `[lora]` table, parsed by the trainer.
     pub lora: &'a toml::Table,
-    /// Vocabulary size of the data pipeline's tokenizer.
+    /// Vocabulary size of the default (byte) tokenizer. Random presets, which have no
+    /// tokenizer of their own, size their embedding with it; real checkpoints ignore it and
+    /// offer their own tokenizer through [`Trainer::tokenizer`].
     pub vocab_size: usize,
     /// Experiment seed (model init).
     pub seed: u64,
-    /// Device to run on.
-    pub device: Device,
 }
 
 /// Owns the model: gives the trainable state, applies global deltas, trains locally for a
@@ -119,6 +119,17 @@ pub trait Trainer: Send {
 
     /// Mean loss of the global state on `data`.
     fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome>;
+
+    /// Device the trainer runs on; decoded updates are placed there. Default: CPU.
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    /// The model's own tokenizer, for checkpoints that come with one. Default: none (the
+    /// data pipeline then uses its byte tokenizer).
+    fn tokenizer(&self) -> Option<std::sync::Arc<dyn crate::TextTokenizer>> {
+        None
+    }
 
     /// A one-line description for logs (parameter counts, device). Default: the name.
     fn describe(&self) -> String {

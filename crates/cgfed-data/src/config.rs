@@ -9,7 +9,7 @@
 //! # set `path` to use your own text instead; setting both is an error.
 //! corpus = "shakespeare-excerpt"
 //! # path = "my-text.txt"         # a UTF-8 text file (relative to the working directory)
-//! tokenizer = "bytes"             # accepted: bytes
+//! tokenizer = "auto"              # accepted: auto (the model's own, else bytes), model, bytes
 //! seq_len = 64                    # tokens per example, BOS included; 2..=4096
 //! eval_fraction = 0.1             # share of windows held out for evaluation; in (0, 1)
 //! # max_eval_examples = 200       # cap on the evaluation set (no cap when left out)
@@ -37,18 +37,25 @@ pub const DEFAULT_CORPUS: &str = "shakespeare-excerpt";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenizerKind {
-    /// [`ByteTokenizer`](crate::ByteTokenizer): one id per UTF-8 byte, plus BOS and EOS.
+    /// The model's own tokenizer when it has one (real checkpoints), else `bytes` (random
+    /// presets). The default.
     #[default]
+    Auto,
+    /// The model's own tokenizer; an error for models without one.
+    Model,
+    /// [`ByteTokenizer`](crate::ByteTokenizer): one id per UTF-8 byte, plus BOS and EOS.
     Bytes,
 }
 
 impl TokenizerKind {
     /// Every accepted name, as written in TOML.
-    pub const ACCEPTED: &'static [&'static str] = &["bytes"];
+    pub const ACCEPTED: &'static [&'static str] = &["auto", "model", "bytes"];
 
     /// The name as written in TOML.
     pub fn as_str(self) -> &'static str {
         match self {
+            TokenizerKind::Auto => "auto",
+            TokenizerKind::Model => "model",
             TokenizerKind::Bytes => "bytes",
         }
     }
@@ -104,7 +111,7 @@ pub struct DataConfig {
     /// LF). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
-    /// The tokenizer. Default: `bytes`.
+    /// The tokenizer. Default: `auto`.
     pub tokenizer: TokenizerKind,
     /// Tokens per example, including the BOS token; `2..=4096`. Default: 64.
     pub seq_len: usize,
@@ -130,7 +137,7 @@ impl Default for DataConfig {
         Self {
             corpus: None,
             path: None,
-            tokenizer: TokenizerKind::Bytes,
+            tokenizer: TokenizerKind::Auto,
             seq_len: 64,
             eval_fraction: 0.1,
             max_eval_examples: None,

@@ -21,7 +21,7 @@
 //!
 //! let table: toml::Table = toml::from_str("seq_len = 32\nmax_train_examples = 400").unwrap();
 //! let cfg = DataConfig::from_table(&table).unwrap();
-//! let tokenizer = build_tokenizer(&cfg).unwrap();
+//! let tokenizer = build_tokenizer(&cfg, None).unwrap(); // no model tokenizer: bytes
 //! let data = build_federated_data(&cfg, tokenizer.as_ref(), 4, 42).unwrap();
 //!
 //! assert_eq!(data.clients.len(), 4);

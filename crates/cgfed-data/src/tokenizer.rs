@@ -6,6 +6,7 @@ use std::sync::Arc;
 use cgfed_core::{Result, TextTokenizer};
 
 use crate::config::{DataConfig, TokenizerKind};
+use cgfed_core::Error;
 
 /// Bytes of U+FFFD REPLACEMENT CHARACTER, written for ids that are not text.
 const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
@@ -72,12 +73,32 @@ impl TextTokenizer for ByteTokenizer {
     }
 }
 
-/// The tokenizer named by `cfg.tokenizer` (`data.tokenizer`).
+/// The tokenizer named by `cfg.tokenizer` (`data.tokenizer`), given the model's own
+/// tokenizer if it has one.
 ///
-/// Unknown names never get here: parsing the `[data]` table rejects them with an error at
+/// `auto` takes the model's tokenizer when there is one and [`ByteTokenizer`] otherwise;
+/// `model` requires it; `bytes` always uses [`ByteTokenizer`], which is an error for a model
+/// with its own vocabulary (its ids would not mean what the checkpoint learned). Unknown
+/// names never get here: parsing the `[data]` table rejects them with an error at
 /// `data.tokenizer` that lists the accepted names (see [`TokenizerKind`]).
-pub fn build_tokenizer(cfg: &DataConfig) -> Result<Arc<dyn TextTokenizer>> {
-    match cfg.tokenizer {
-        TokenizerKind::Bytes => Ok(Arc::new(ByteTokenizer)),
+pub fn build_tokenizer(
+    cfg: &DataConfig,
+    model_tokenizer: Option<Arc<dyn TextTokenizer>>,
+) -> Result<Arc<dyn TextTokenizer>> {
+    match (cfg.tokenizer, model_tokenizer) {
+        (TokenizerKind::Auto | TokenizerKind::Model, Some(t)) => Ok(t),
+        (TokenizerKind::Auto, None) => Ok(Arc::new(ByteTokenizer)),
+        (TokenizerKind::Model, None) => Err(Error::config(
+            "data.tokenizer",
+            "\"model\": the model has no tokenizer of its own (random presets don't); use \"bytes\" or \"auto\"",
+        )),
+        (TokenizerKind::Bytes, None) => Ok(Arc::new(ByteTokenizer)),
+        (TokenizerKind::Bytes, Some(t)) => Err(Error::config(
+            "data.tokenizer",
+            format!(
+                "\"bytes\" does not fit a model with its own {}-token vocabulary; use \"auto\" or \"model\"",
+                t.vocab_size()
+            ),
+        )),
     }
 }

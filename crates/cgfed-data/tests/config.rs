@@ -21,7 +21,7 @@ fn empty_table_gives_documented_defaults() {
     assert_eq!(cfg, DataConfig::default());
     assert_eq!(cfg.corpus, None);
     assert_eq!(cfg.path, None);
-    assert_eq!(cfg.tokenizer, TokenizerKind::Bytes);
+    assert_eq!(cfg.tokenizer, TokenizerKind::Auto);
     assert_eq!(cfg.seq_len, 64);
     assert_eq!(cfg.eval_fraction, 0.1);
     assert_eq!(cfg.max_eval_examples, None);

@@ -64,10 +64,38 @@ fn decode_is_lossy_not_failing() {
 
 #[test]
 fn build_tokenizer_default_is_bytes() {
-    let tok = build_tokenizer(&DataConfig::default()).unwrap();
+    let tok = build_tokenizer(&DataConfig::default(), None).unwrap();
     assert_eq!(tok.vocab_size(), ByteTokenizer::VOCAB_SIZE);
     assert_eq!(
         tok.decode(&tok.encode("Macbeth").unwrap()).unwrap(),
         "Macbeth"
+    );
+}
+
+#[test]
+fn model_tokenizer_choice() {
+    use cgfed_data::TokenizerKind;
+    use std::sync::Arc;
+    let model: Arc<dyn cgfed_core::TextTokenizer> = Arc::new(ByteTokenizer);
+    let mut cfg = DataConfig::default();
+    // auto: the model's when present
+    assert!(Arc::ptr_eq(
+        &build_tokenizer(&cfg, Some(model.clone())).unwrap(),
+        &model
+    ));
+    cfg.tokenizer = TokenizerKind::Model;
+    let msg = build_tokenizer(&cfg, None).err().unwrap().to_string();
+    assert!(
+        msg.contains("data.tokenizer") && msg.contains("no tokenizer"),
+        "{msg}"
+    );
+    cfg.tokenizer = TokenizerKind::Bytes;
+    let msg = build_tokenizer(&cfg, Some(model))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("data.tokenizer") && msg.contains("auto"),
+        "{msg}"
     );
 }

@@ -201,6 +201,10 @@ pub enum ModelDType {
     F32,
     /// 64-bit floats, for gradient checks against finite differences.
     F64,
+    /// bfloat16 (CUDA only).
+    Bf16,
+    /// IEEE half precision (CUDA only).
+    F16,
 }
 
 impl ModelDType {
@@ -209,19 +213,40 @@ impl ModelDType {
         match self {
             ModelDType::F32 => DType::F32,
             ModelDType::F64 => DType::F64,
+            ModelDType::Bf16 => DType::BF16,
+            ModelDType::F16 => DType::F16,
         }
     }
 }
 
-/// The `[model]` table: a preset plus optional overrides. Every key is optional.
+/// The `[model]` table: where the model comes from (at most one of `preset`, `asset`,
+/// `gguf`, `hf_dir`; a random `tiny` preset when none is given), its dtype and device, and
+/// shape overrides for presets. Every key is optional.
 ///
-/// The vocabulary size is not a key: it always comes from the data pipeline's tokenizer
-/// ([`cgfed_core::TrainerInit::vocab_size`]).
+/// ```toml
+/// [model]
+/// asset = "smollm2-135m"     # or: preset = "tiny" | gguf = "m.gguf" | hf_dir = "path/"
+/// dtype = "f32"              # f32 | f64 (CPU); bf16 | f16 (CUDA)
+/// device = "auto"            # auto | cpu | cuda | cuda:N
+/// ```
+///
+/// For presets the vocabulary size comes from the data pipeline's byte tokenizer
+/// ([`cgfed_core::TrainerInit::vocab_size`]); checkpoints bring their own.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// Base shape. Default `"tiny"`.
-    pub preset: Preset,
+    /// A random-init shape. Default `"tiny"` when no other source is given.
+    pub preset: Option<Preset>,
+    /// A named downloadable checkpoint (e.g. `"smollm2-135m"`), fetched into the cache
+    /// (`$CGFED_HOME`, default `~/.cache/cgfed`) on first use.
+    pub asset: Option<String>,
+    /// A local GGUF file.
+    pub gguf: Option<std::path::PathBuf>,
+    /// A local Hugging Face directory (`config.json`, `*.safetensors`, `tokenizer.json`).
+    pub hf_dir: Option<std::path::PathBuf>,
+    /// Where to run: `auto` (default: CUDA when built with it and a GPU is present, else
+    /// CPU), `cpu`, `cuda`, `cuda:N`.
+    pub device: Option<String>,
     /// Weight and activation dtype. Default `"f32"`.
     pub dtype: ModelDType,
     /// Overrides [`LlamaSpec::hidden_size`].
@@ -247,7 +272,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// The preset's shape with the overrides applied, validated.
     pub fn spec(&self, vocab_size: usize) -> Result<LlamaSpec> {
-        let mut s = self.preset.spec(vocab_size);
+        let mut s = self.preset.unwrap_or_default().spec(vocab_size);
         macro_rules! apply {
             ($($f:ident),*) => { $(if let Some(v) = self.$f { s.$f = v; })* };
         }
@@ -266,23 +291,64 @@ impl ModelConfig {
         Ok(s)
     }
 
-    /// Error unless the resulting shape is usable (checked with a placeholder vocabulary).
+    /// Names of the shape overrides that are set (they apply to presets only).
+    pub fn overrides(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! check {
+            ($($f:ident),*) => { $(if self.$f.is_some() { v.push(stringify!($f)); })* };
+        }
+        check!(
+            hidden_size,
+            intermediate_size,
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            rope_theta,
+            rms_norm_eps,
+            max_seq_len,
+            tie_embeddings
+        );
+        v
+    }
+
+    /// Error unless at most one source is given, overrides go with a preset, and the
+    /// resulting preset shape is usable (checked with a placeholder vocabulary).
     pub fn validate(&self) -> Result<()> {
+        let sources: Vec<&str> = [
+            ("preset", self.preset.is_some()),
+            ("asset", self.asset.is_some()),
+            ("gguf", self.gguf.is_some()),
+            ("hf_dir", self.hf_dir.is_some()),
+        ]
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect();
+        if sources.len() > 1 {
+            return Err(cgfed_core::Error::config(
+                format!("model.{}", sources[1]),
+                format!(
+                    "give one model source, not {}; accepted: preset, asset, gguf, hf_dir",
+                    sources.join(" and ")
+                ),
+            ));
+        }
+        let from_checkpoint = sources.first().is_some_and(|k| *k != "preset");
+        if let (true, Some(first)) = (from_checkpoint, self.overrides().first()) {
+            return Err(cgfed_core::Error::config(
+                format!("model.{first}"),
+                "shape overrides apply to presets only; a checkpoint's shape comes from its files",
+            ));
+        }
         self.spec(1).map(|_| ())
     }
 
     /// A short label for logs: the preset name, with `+` when fields are overridden.
     pub fn label(&self) -> String {
-        let overridden = self
-            != &ModelConfig {
-                preset: self.preset,
-                dtype: self.dtype,
-                ..Default::default()
-            };
         format!(
             "{}{}",
-            self.preset.as_str(),
-            if overridden { "+" } else { "" }
+            self.preset.unwrap_or_default().as_str(),
+            if self.overrides().is_empty() { "" } else { "+" }
         )
     }
 

@@ -39,17 +39,31 @@
 //! # Ok::<(), cgfed_core::Error>(())
 //! ```
 
+pub mod assets;
 pub mod batch;
+pub mod check;
 pub mod config;
+pub mod device;
+pub mod gguf;
+pub mod gguf_tokenizer;
+pub mod hf;
 pub mod init;
 pub mod lora;
 pub mod model;
+pub mod peft;
+pub mod source;
 pub mod tokenizer;
 pub mod trainer;
 
 pub use batch::{Batch, BatchSampler};
+pub use check::{check_model, CheckReport};
 pub use config::{LlamaSpec, ModelConfig, ModelDType, Preset};
+pub use gguf::{load_gguf, GgufModel};
+pub use hf::{load_hf_dir, HfModel};
 pub use lora::{LoraAdapter, LoraConfig, LoraLinear, LoraTarget};
+pub use lora::{LoraDropout, LoraMode};
 pub use model::{Llama, Weights};
+pub use peft::{export_peft, import_peft};
+pub use source::{load_model, LoadedModel};
 pub use tokenizer::HfTokenizer;
 pub use trainer::{LlamaTrainer, OptimizerKind, TrainerConfig};

@@ -17,7 +17,24 @@
 //! rank = 8                                          # default 8
 //! alpha = 16.0                                      # default 16; scale = alpha / rank
 //! targets = ["q_proj", "k_proj", "v_proj", "o_proj"] # default; also gate_proj, up_proj, down_proj
+//! dropout = 0.0                                     # default 0; LoRA input dropout, training only
+//! mode = "lora"                                     # "lora" (default) or "full"
 //! ```
+//!
+//! # Dropout
+//!
+//! With `dropout = p > 0` the adapter path sees `dropout(x)` (PEFT's `lora_dropout`):
+//! `y = x Wᵀ + scale · (dropout(x) Aᵀ) Bᵀ`, each input element zeroed with probability `p`
+//! and the survivors scaled by `1 / (1 - p)`. Masks are drawn on the host from a ChaCha
+//! stream seeded by the training step's seed and the module's name ([`LoraDropout`]), so
+//! runs stay bit-for-bit deterministic; evaluation never drops anything.
+//!
+//! # Full fine-tuning
+//!
+//! `mode = "full"` trains every base weight instead of adapters (for tiny models): the
+//! trainable tensors, the update layout and the deltas are the full weights, named by
+//! their HF names (`model.embed_tokens.weight`, …). `rank`, `alpha`, `targets` and
+//! `dropout` are then unused.
 
 use candle_core::{DType, Device, Tensor, Var};
 use cgfed_core::config::ensure;
@@ -25,6 +42,8 @@ use cgfed_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::init;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// A module a LoRA adapter can be attached to (`lora.targets`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -134,6 +153,24 @@ pub struct LoraConfig {
     /// accepted: `q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`.
     #[serde(default = "default_targets")]
     pub targets: Vec<String>,
+    /// Dropout probability on the adapters' input during training, in `[0, 1)`. Default 0.
+    #[serde(default)]
+    pub dropout: f64,
+    /// `"lora"` (default): train adapters; `"full"`: train every base weight.
+    #[serde(default)]
+    pub mode: LoraMode,
+}
+
+/// What local training updates (`lora.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoraMode {
+    /// LoRA adapters on the target modules (the default).
+    #[default]
+    Lora,
+    /// Full fine-tuning: every base weight is trainable (tiny models only; the update is
+    /// as large as the model).
+    Full,
 }
 
 impl Default for LoraConfig {
@@ -142,16 +179,23 @@ impl Default for LoraConfig {
             rank: default_rank(),
             alpha: default_alpha(),
             targets: default_targets(),
+            dropout: 0.0,
+            mode: LoraMode::default(),
         }
     }
 }
 
 impl LoraConfig {
-    /// Error unless rank ≥ 1, alpha is finite and > 0, and the targets are known,
-    /// non-empty and not repeated.
+    /// Error unless rank ≥ 1, alpha is finite and > 0, dropout is in `[0, 1)`, and the
+    /// targets are known, non-empty and not repeated.
     pub fn validate(&self) -> Result<()> {
         self.parsed_targets().map(|_| ())?;
         ensure(self.rank >= 1, "lora.rank", "must be at least 1")?;
+        ensure(
+            self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout),
+            "lora.dropout",
+            format!("must be in [0, 1), got {}", self.dropout),
+        )?;
         ensure(
             self.alpha.is_finite() && self.alpha > 0.0,
             "lora.alpha",
@@ -281,8 +325,20 @@ impl LoraLinear {
         Ok(())
     }
 
-    /// `x Wᵀ + scale · (x Aᵀ) Bᵀ`.
+    /// Replace the base weight (same shape), e.g. by a [`Var`]'s tensor for full
+    /// fine-tuning.
+    pub(crate) fn weight_mut(&mut self) -> &mut Tensor {
+        &mut self.weight
+    }
+
+    /// `x Wᵀ + scale · (x Aᵀ) Bᵀ` (no dropout: evaluation).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with_dropout(x, None)
+    }
+
+    /// `x Wᵀ + scale · (dropout(x) Aᵀ) Bᵀ`: as [`forward`](Self::forward), with `dropout`
+    /// (when given and an adapter is attached) applied to the adapter's input only.
+    pub fn forward_with_dropout(&self, x: &Tensor, dropout: Option<LoraDropout>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let Some((&in_dim, lead)) = dims.split_last() else {
             return Err(Error::InvalidInput(
@@ -293,12 +349,56 @@ impl LoraLinear {
         let x2 = x.reshape((rows, in_dim))?;
         let mut y = x2.matmul(&self.weight.t()?)?;
         if let Some(ad) = &self.adapter {
-            let h = x2.matmul(&ad.a.as_tensor().t()?)?;
+            let xa = match dropout {
+                Some(d) => d.apply(&x2)?,
+                None => x2.clone(),
+            };
+            let h = xa.matmul(&ad.a.as_tensor().t()?)?;
             let d = h.matmul(&ad.b.as_tensor().t()?)?;
             y = (y + d.affine(ad.scale, 0.0)?)?;
         }
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// One dropout mask's parameters: drop probability and the seed of its random stream.
+///
+/// The model derives `seed` from the training step's seed and the module's name
+/// ([`init::tensor_seed`]), so every module of every step gets its own reproducible mask.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoraDropout {
+    /// Probability of zeroing an element, in `[0, 1)`.
+    pub p: f64,
+    /// Seed of the mask's ChaCha8 stream.
+    pub seed: u64,
+}
+
+impl LoraDropout {
+    /// Zero each element of `x` with probability `p` and scale the others by `1 / (1 - p)`.
+    /// The mask is drawn on the host (one 32-bit draw per element, row-major) and is a
+    /// constant for backprop. `p = 0` returns `x` unchanged.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        if self.p.is_nan() || self.p >= 1.0 {
+            return Err(Error::config(
+                "lora.dropout",
+                format!("must be in [0, 1), got {}", self.p),
+            ));
+        }
+        // Keep when the draw is at or above p·2³², i.e. with probability 1 - p.
+        let threshold = (self.p * 4_294_967_296.0) as u64;
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        let mut draws = vec![0u32; x.elem_count()];
+        ChaCha8Rng::seed_from_u64(self.seed).fill(&mut draws[..]);
+        let mask: Vec<f32> = draws
+            .into_iter()
+            .map(|d| if u64::from(d) >= threshold { keep } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok(x.mul(&mask)?)
     }
 }

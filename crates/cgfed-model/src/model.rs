@@ -8,7 +8,11 @@
 //! grouped-query attention by repeating kv heads, and a SwiGLU feed-forward layer.
 //!
 //! Base weights are plain tensors (frozen); only LoRA adapters attached with
-//! [`Llama::attach_lora`] are trainable [`Var`]s.
+//! [`Llama::attach_lora`] are trainable [`Var`]s — or, for full fine-tuning
+//! ([`Llama::unfreeze_all`], `lora.mode = "full"`), every base weight.
+//!
+//! [`Llama::merged_weights`] folds the adapters into the base weights
+//! (`W + scale · B A`), giving a plain model with the same outputs.
 //!
 //! # Weight names (HF)
 //!
@@ -27,7 +31,7 @@ use cgfed_core::{Error, Result};
 
 use crate::config::LlamaSpec;
 use crate::init;
-use crate::lora::{LoraAdapter, LoraConfig, LoraLinear, LoraTarget};
+use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraLinear, LoraMode, LoraTarget};
 
 /// Standard deviation of the random normal initialisation of the block matrices
 /// (attention and MLP projections), as HF's `initializer_range`.
@@ -101,6 +105,10 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     lora: Option<LoraConfig>,
+    /// Every base weight as a trainable variable, after [`Llama::unfreeze_all`].
+    full: Vec<(String, Var)>,
+    /// Training mode: the seed of the current step's LoRA dropout masks.
+    train_seed: Option<u64>,
     dtype: DType,
     device: Device,
 }
@@ -136,6 +144,38 @@ pub fn weight_shapes(spec: &LlamaSpec) -> Vec<(String, Vec<usize>)> {
     }
     out.sort();
     out
+}
+
+/// The names and shapes of the LoRA tensors `cfg` attaches to a model of shape `spec`
+/// (`model.layers.{i}.self_attn.q_proj.lora_A` `[rank, in]`, `….lora_B` `[out, rank]`),
+/// in name order. Empty in `mode = "full"`.
+pub fn lora_shapes(spec: &LlamaSpec, cfg: &LoraConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    cfg.validate()?;
+    if cfg.mode == LoraMode::Full {
+        return Ok(Vec::new());
+    }
+    let (h, f, kv, r) = (
+        spec.hidden_size,
+        spec.intermediate_size,
+        spec.kv_dim(),
+        cfg.rank,
+    );
+    let mut out = Vec::new();
+    for i in 0..spec.num_layers {
+        for t in cfg.parsed_targets()? {
+            let (o, n) = match t {
+                LoraTarget::QProj | LoraTarget::OProj => (h, h),
+                LoraTarget::KProj | LoraTarget::VProj => (kv, h),
+                LoraTarget::GateProj | LoraTarget::UpProj => (f, h),
+                LoraTarget::DownProj => (h, f),
+            };
+            let p = t.module_path(i);
+            out.push((format!("{p}.lora_A"), vec![r, n]));
+            out.push((format!("{p}.lora_B"), vec![o, r]));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Random base weights for `spec`: block matrices `N(0, INIT_STD²)`, embedding and output
@@ -246,16 +286,176 @@ impl Llama {
             cos,
             sin,
             lora: None,
+            full: Vec::new(),
+            train_seed: None,
             dtype,
             device,
         })
     }
 
+    /// Make the model trainable as `cfg.mode` says: attach LoRA adapters
+    /// ([`attach_lora`](Self::attach_lora), A seeded by `seed`) in mode `lora`, make every
+    /// base weight trainable ([`unfreeze_all`](Self::unfreeze_all)) in mode `full`.
+    pub fn prepare_training(&mut self, cfg: &LoraConfig, seed: u64) -> Result<()> {
+        match cfg.mode {
+            LoraMode::Lora => self.attach_lora(cfg, seed),
+            LoraMode::Full => {
+                cfg.validate()?;
+                self.unfreeze_all()?;
+                self.lora = Some(cfg.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Full fine-tuning: turn every base weight into a trainable [`Var`] named by its HF
+    /// name (a tied embedding is one variable used twice). Error if adapters are attached
+    /// or the weights are already trainable.
+    pub fn unfreeze_all(&mut self) -> Result<()> {
+        if self.lora.is_some() || !self.full.is_empty() {
+            return Err(Error::InvalidInput(
+                "cannot unfreeze the base weights: adapters are attached or the weights are \
+                 already trainable"
+                    .into(),
+            ));
+        }
+        let mut full = Vec::new();
+        for (name, t) in self.weights_mut() {
+            let var = Var::from_tensor(&t.detach().copy()?)?;
+            *t = var.as_tensor().clone();
+            full.push((name, var));
+        }
+        full.sort_by(|a, b| a.0.cmp(&b.0));
+        self.full = full;
+        Ok(())
+    }
+
+    /// Every base weight with its HF name (mutable; for [`unfreeze_all`](Self::unfreeze_all)).
+    fn weights_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out: Vec<(String, &mut Tensor)> = vec![
+            ("model.embed_tokens.weight".into(), &mut self.embed),
+            ("model.norm.weight".into(), &mut self.norm),
+        ];
+        if let Some(head) = self.lm_head.as_mut() {
+            out.push(("lm_head.weight".into(), head));
+        }
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), &mut block.input_norm));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                &mut block.post_norm,
+            ));
+            let Block {
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                ..
+            } = block;
+            for (t, lin) in LoraTarget::ALL
+                .into_iter()
+                .zip([q, k, v, o, gate, up, down])
+            {
+                out.push((format!("{}.weight", t.module_path(i)), lin.weight_mut()));
+            }
+        }
+        out
+    }
+
+    /// A detached copy of every base weight (HF names; the current values in full
+    /// fine-tuning). Adapters are not included: see [`merged_weights`](Self::merged_weights).
+    pub fn weights(&self) -> Result<Weights> {
+        let mut out = Weights::new();
+        out.insert(
+            "model.embed_tokens.weight".into(),
+            self.embed.detach().copy()?,
+        );
+        out.insert("model.norm.weight".into(), self.norm.detach().copy()?);
+        if let Some(head) = &self.lm_head {
+            out.insert("lm_head.weight".into(), head.detach().copy()?);
+        }
+        for (i, block) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.insert(
+                format!("{p}.input_layernorm.weight"),
+                block.input_norm.detach().copy()?,
+            );
+            out.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                block.post_norm.detach().copy()?,
+            );
+            for t in LoraTarget::ALL {
+                out.insert(
+                    format!("{}.weight", t.module_path(i)),
+                    block.linear(t).weight().detach().copy()?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// The base weights with every adapter folded in: `W + scale · B A` for each adapted
+    /// linear, the others unchanged. [`Llama::from_weights`] on the result gives a model
+    /// without adapters and the same outputs (up to rounding).
+    pub fn merged_weights(&self) -> Result<Weights> {
+        let mut out = self.weights()?;
+        for (i, block) in self.layers.iter().enumerate() {
+            for t in LoraTarget::ALL {
+                if let Some(ad) = block.linear(t).adapter() {
+                    let name = format!("{}.weight", t.module_path(i));
+                    let w = out
+                        .get(&name)
+                        .ok_or_else(|| Error::Other(format!("no base weight `{name}`")))?;
+                    let ba = ad.b.as_tensor().matmul(ad.a.as_tensor())?.detach();
+                    let merged = (w + ba.affine(ad.scale, 0.0)?)?;
+                    out.insert(name, merged);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Training mode: `Some(seed)` applies LoRA dropout (`lora.dropout`) with masks drawn
+    /// from `seed` and each module's name; `None` (the default) is evaluation mode, without
+    /// dropout. The trainer sets a fresh seed for every optimizer step.
+    pub fn set_train_seed(&mut self, seed: Option<u64>) {
+        self.train_seed = seed;
+    }
+
+    /// The current training-mode seed (see [`set_train_seed`](Self::set_train_seed)).
+    pub fn train_seed(&self) -> Option<u64> {
+        self.train_seed
+    }
+
+    /// Apply the linear `t` of layer `layer`, with LoRA dropout in training mode.
+    fn project(&self, block: &Block, layer: usize, t: LoraTarget, x: &Tensor) -> Result<Tensor> {
+        let dropout = match (self.train_seed, &self.lora) {
+            (Some(seed), Some(cfg)) if cfg.dropout > 0.0 => Some(LoraDropout {
+                p: cfg.dropout,
+                seed: init::tensor_seed(seed, &t.module_path(layer)),
+            }),
+            _ => None,
+        };
+        block.linear(t).forward_with_dropout(x, dropout)
+    }
+
     /// Attach a fresh LoRA adapter (A random from `seed`, B zero) to every target module of
-    /// every layer. Error if adapters are already attached or the config is invalid.
+    /// every layer. Error if adapters are already attached, the weights are trainable,
+    /// `cfg.mode` is `full` (use [`prepare_training`](Self::prepare_training)) or the
+    /// config is invalid.
     pub fn attach_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<()> {
         cfg.validate()?;
-        if self.lora.is_some() {
+        if cfg.mode == LoraMode::Full {
+            return Err(Error::config(
+                "lora.mode",
+                "\"full\" attaches no adapters; use Llama::prepare_training",
+            ));
+        }
+        if self.lora.is_some() || !self.full.is_empty() {
             return Err(Error::InvalidInput(
                 "LoRA adapters are already attached to this model".into(),
             ));
@@ -286,10 +486,11 @@ impl Llama {
         self.lora.as_ref()
     }
 
-    /// Every trainable tensor, sorted by name (`model.layers.{i}.self_attn.q_proj.lora_A`, …).
+    /// Every trainable tensor, sorted by name (`model.layers.{i}.self_attn.q_proj.lora_A`, …,
+    /// or every HF weight name after [`unfreeze_all`](Self::unfreeze_all)).
     /// Empty when no adapters are attached.
     pub fn trainable(&self) -> Vec<(String, Var)> {
-        let mut out = Vec::new();
+        let mut out = self.full.clone();
         for (i, block) in self.layers.iter().enumerate() {
             for t in LoraTarget::ALL {
                 if let Some(ad) = block.linear(t).adapter() {
@@ -342,9 +543,10 @@ impl Llama {
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let eps = self.spec.rms_norm_eps as f32;
-        for block in &self.layers {
+        for (i, block) in self.layers.iter().enumerate() {
             let a = self.attention(
                 block,
+                i,
                 &rms_norm_slow(&x, &block.input_norm, eps)?,
                 &mask,
                 &cos,
@@ -352,9 +554,9 @@ impl Llama {
             )?;
             x = (x + a)?;
             let h = rms_norm_slow(&x, &block.post_norm, eps)?;
-            let m = block
-                .down
-                .forward(&(block.gate.forward(&h)?.silu()? * block.up.forward(&h)?)?)?;
+            let gate = self.project(block, i, LoraTarget::GateProj, &h)?.silu()?;
+            let up = self.project(block, i, LoraTarget::UpProj, &h)?;
+            let m = self.project(block, i, LoraTarget::DownProj, &(gate * up)?)?;
             x = (x + m)?;
         }
         Ok(rms_norm_slow(&x, &self.norm, eps)?)
@@ -410,6 +612,7 @@ impl Llama {
     fn attention(
         &self,
         block: &Block,
+        layer: usize,
         x: &Tensor,
         mask: &Tensor,
         cos: &Tensor,
@@ -421,16 +624,16 @@ impl Llama {
             self.spec.num_kv_heads,
             self.spec.head_dim(),
         );
-        let heads = |lin: &LoraLinear, n: usize| -> Result<Tensor> {
-            Ok(lin
-                .forward(x)?
+        let heads = |target: LoraTarget, n: usize| -> Result<Tensor> {
+            Ok(self
+                .project(block, layer, target, x)?
                 .reshape((b, t, n, hd))?
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope_slow(&heads(&block.q, nh)?, cos, sin)?;
-        let k = rope_slow(&heads(&block.k, nkv)?, cos, sin)?;
-        let v = heads(&block.v, nkv)?;
+        let q = rope_slow(&heads(LoraTarget::QProj, nh)?, cos, sin)?;
+        let k = rope_slow(&heads(LoraTarget::KProj, nkv)?, cos, sin)?;
+        let v = heads(LoraTarget::VProj, nkv)?;
         let k = repeat_kv(&k, nh / nkv)?;
         let v = repeat_kv(&v, nh / nkv)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
@@ -439,7 +642,7 @@ impl Llama {
             .matmul(&v)?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
-        block.o.forward(&y)
+        self.project(block, layer, LoraTarget::OProj, &y)
     }
 }
 

@@ -14,7 +14,12 @@
 //! The trainer holds the global LoRA state (an [`Update`]). A local run loads the state it
 //! is given into the adapters, builds a fresh optimizer, takes `local_steps` steps on
 //! batches drawn by a [`BatchSampler`] seeded with `mix_seed([seed, round, client])`, and
-//! returns `trained − start`. Runs are bit-for-bit deterministic on the CPU.
+//! returns `trained − start`. Step `k` draws its LoRA dropout masks (`lora.dropout`) from
+//! `mix_seed([run seed, k])`; evaluation never uses dropout. Runs are bit-for-bit
+//! deterministic on the CPU.
+//!
+//! With `lora.mode = "full"` the state is every base weight instead (HF names), and local
+//! runs return the full weights' delta.
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
@@ -26,10 +31,14 @@ use cgfed_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::assets::FetchEvent;
 use crate::batch::{check_examples, mean_nll, nll_sum, Batch, BatchSampler};
 use crate::config::{LlamaSpec, ModelConfig};
-use crate::lora::LoraConfig;
+use crate::lora::{LoraConfig, LoraMode};
 use crate::model::Llama;
+use crate::source::load_model;
+use cgfed_core::TextTokenizer;
+use std::sync::Arc;
 
 /// The registered name.
 pub const NAME: &str = "llama";
@@ -42,21 +51,25 @@ cgfed_core::inventory::submit! {
     }
 }
 
-/// The plugin factory: parses `[model]`, `[lora]` and `[trainer]` and builds the trainer.
+/// The plugin factory: parses `[model]`, `[lora]` and `[trainer]`, loads the model (a
+/// named asset is fetched on first use, its steps logged) and builds the trainer.
 pub fn build(init: &TrainerInit<'_>) -> Result<Box<dyn Trainer>> {
     let model_cfg: ModelConfig = parse_table(init.model, "model")?;
     let lora_cfg: LoraConfig = parse_table(init.lora, "lora")?;
+    lora_cfg.validate()?;
     let trainer_cfg: TrainerConfig = init.trainer.parse()?;
-    let spec = model_cfg.spec(init.vocab_size)?;
-    let t = LlamaTrainer::new(
-        spec,
-        lora_cfg,
-        trainer_cfg,
-        init.seed,
-        init.device.clone(),
-        model_cfg.dtype.dtype(),
-    )?
-    .with_label(model_cfg.label());
+    trainer_cfg.validate()?;
+    let loaded = load_model(&model_cfg, init.vocab_size, init.seed, &mut |e| {
+        if let FetchEvent::Step(s) = e {
+            tracing::info!("{s}");
+        }
+    })?;
+    let tokenizer = loaded
+        .tokenizer
+        .map(|t| Arc::new(t) as Arc<dyn TextTokenizer>);
+    let t = LlamaTrainer::from_model(loaded.model, &lora_cfg, trainer_cfg, init.seed)?
+        .with_label(loaded.label)
+        .with_tokenizer(tokenizer);
     Ok(Box::new(t))
 }
 
@@ -199,6 +212,7 @@ pub struct LlamaTrainer {
     global: Update,
     config: TrainerConfig,
     label: String,
+    tokenizer: Option<Arc<dyn TextTokenizer>>,
 }
 
 impl LlamaTrainer {
@@ -217,7 +231,8 @@ impl LlamaTrainer {
     }
 
     /// A trainer over `model` (which must not have adapters yet): attaches LoRA adapters
-    /// per `lora` (A seeded by `seed`).
+    /// per `lora` (A seeded by `seed`), or makes every weight trainable in `mode = "full"`
+    /// ([`Llama::prepare_training`]).
     pub fn from_model(
         mut model: Llama,
         lora: &LoraConfig,
@@ -225,7 +240,7 @@ impl LlamaTrainer {
         seed: u64,
     ) -> Result<Self> {
         config.validate()?;
-        model.attach_lora(lora, seed)?;
+        model.prepare_training(lora, seed)?;
         let params = model.trainable();
         let global = snapshot(&params)?;
         let layout = global.layout().clone();
@@ -236,6 +251,7 @@ impl LlamaTrainer {
             global,
             config,
             label: "custom".to_string(),
+            tokenizer: None,
         })
     }
 
@@ -243,6 +259,13 @@ impl LlamaTrainer {
     /// uses the preset name, e.g. `tiny`).
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
+        self
+    }
+
+    /// Attach the checkpoint's tokenizer, offered to the data pipeline by
+    /// [`Trainer::tokenizer`].
+    pub fn with_tokenizer(mut self, tokenizer: Option<Arc<dyn TextTokenizer>>) -> Self {
+        self.tokenizer = tokenizer;
         self
     }
 
@@ -256,7 +279,8 @@ impl LlamaTrainer {
         &self.config
     }
 
-    /// Replace the global state (e.g. to resume from a checkpoint).
+    /// Replace the global state (e.g. to resume from a checkpoint or load an imported PEFT
+    /// adapter, see [`crate::peft`]).
     pub fn set_global_state(&mut self, state: &Update) -> Result<()> {
         state.check_same_layout(&self.layout)?;
         self.global = self.convert(state)?;
@@ -293,7 +317,45 @@ impl LlamaTrainer {
         check_examples(data, spec.vocab_size, spec.max_seq_len)
     }
 
-    /// Clip the global gradient norm of the adapters to `max` (in place in `grads`).
+    /// The optimizer steps of one local run, from the state already loaded; returns the
+    /// summed loss, the number of target tokens and the trained state.
+    fn run_steps(
+        &mut self,
+        data: &[Example],
+        sampler: &mut BatchSampler,
+        seed: u64,
+    ) -> Result<(f64, usize, Update)> {
+        let vars = self.params.iter().map(|(_, v)| v.clone()).collect();
+        let mut opt = LocalOptimizer::new(&self.config, vars)?;
+        let (mut loss_sum, mut tokens) = (0.0, 0);
+        for step in 0..self.config.local_steps {
+            let idx = sampler.next_batch();
+            let examples: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
+            let batch = Batch::new(&examples, self.model.device())?;
+            self.model
+                .set_train_seed(Some(mix_seed(&[seed, step as u64])));
+            let loss = mean_nll(&self.model, &batch);
+            self.model.set_train_seed(None);
+            let loss = loss?;
+            let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !value.is_finite() {
+                return Err(Error::Other(format!(
+                    "training diverged: loss is {value}; lower trainer.lr or set \
+                     trainer.max_grad_norm"
+                )));
+            }
+            let mut grads = loss.backward()?;
+            if let Some(max) = self.config.max_grad_norm {
+                self.clip(&mut grads, max)?;
+            }
+            opt.step(&grads)?;
+            loss_sum += value;
+            tokens += batch.num_targets;
+        }
+        Ok((loss_sum, tokens, snapshot(&self.params)?))
+    }
+
+    /// Clip the global gradient norm of the trainable tensors to `max` (in place in `grads`).
     fn clip(&self, grads: &mut candle_core::backprop::GradStore, max: f64) -> Result<()> {
         let mut sq = 0.0f64;
         for (_, var) in &self.params {
@@ -372,32 +434,7 @@ impl Trainer for LlamaTrainer {
         let seed = mix_seed(&[ctx.seed, ctx.round as u64, ctx.client as u64]);
         let mut sampler = BatchSampler::new(data, self.config.batch_size, seed)?;
         self.load(&start)?;
-        let result = (|| -> Result<(f64, usize, Update)> {
-            let vars = self.params.iter().map(|(_, v)| v.clone()).collect();
-            let mut opt = LocalOptimizer::new(&self.config, vars)?;
-            let (mut loss_sum, mut tokens) = (0.0, 0);
-            for _ in 0..self.config.local_steps {
-                let idx = sampler.next_batch();
-                let examples: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
-                let batch = Batch::new(&examples, self.model.device())?;
-                let loss = mean_nll(&self.model, &batch)?;
-                let value = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                if !value.is_finite() {
-                    return Err(Error::Other(format!(
-                        "training diverged: loss is {value}; lower trainer.lr or set \
-                         trainer.max_grad_norm"
-                    )));
-                }
-                let mut grads = loss.backward()?;
-                if let Some(max) = self.config.max_grad_norm {
-                    self.clip(&mut grads, max)?;
-                }
-                opt.step(&grads)?;
-                loss_sum += value;
-                tokens += batch.num_targets;
-            }
-            Ok((loss_sum, tokens, snapshot(&self.params)?))
-        })();
+        let result = self.run_steps(data, &mut sampler, seed);
         // Restore the global state whatever happened.
         let restored = self.load(&self.global);
         let (loss_sum, tokens, trained) = result?;
@@ -434,20 +471,26 @@ impl Trainer for LlamaTrainer {
         })
     }
 
+    fn device(&self) -> Device {
+        self.model.device().clone()
+    }
+
+    fn tokenizer(&self) -> Option<Arc<dyn TextTokenizer>> {
+        self.tokenizer.clone()
+    }
+
     fn describe(&self) -> String {
         let spec = self.model.spec();
         let lora = self.model.lora_config();
-        let (rank, targets) = lora
-            .map(|l| (l.rank, l.targets.join(",")))
-            .unwrap_or_default();
-        let device = match self.model.device() {
-            Device::Cpu => "cpu",
-            Device::Cuda(_) => "cuda",
-            Device::Metal(_) => "metal",
+        let what = match lora {
+            Some(l) if l.mode == LoraMode::Full => "full fine-tuning".to_string(),
+            Some(l) => format!("LoRA r={} on {}", l.rank, l.targets.join(",")),
+            None => "nothing".to_string(),
         };
+        let device = crate::device::describe_device(self.model.device());
         format!(
             "llama {} (d{}, {} layers, {}/{} heads, vocab {}): {} base params, {} trainable \
-             (LoRA r={rank} on {targets}), {}, {device}",
+             ({what}), {}, {device}",
             self.label,
             spec.hidden_size,
             spec.num_layers,

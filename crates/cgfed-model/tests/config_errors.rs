@@ -1,7 +1,6 @@
 //! Bad `[model]`, `[lora]` and `[trainer]` tables are errors that name the key path and,
 //! where there is a fixed set, the accepted values.
 
-use candle_core::Device;
 use cgfed_core::toml;
 use cgfed_core::{registry, PluginTable, Trainer, TrainerInit};
 // Link the crate so its `inventory` registration is present.
@@ -19,7 +18,6 @@ fn build(model: &str, lora: &str, trainer: &str) -> cgfed_core::Result<Box<dyn T
         lora: &lora,
         vocab_size: 258,
         seed: 1,
-        device: Device::Cpu,
     })
 }
 
@@ -69,8 +67,11 @@ fn bad_preset_lists_presets() {
 
 #[test]
 fn bad_dtype_lists_dtypes() {
+    let e = error("dtype = \"int8\"", "", "");
+    assert_mentions(&e, &["model.dtype", "f32", "f64", "bf16", "f16"]);
+    // half precision is a CUDA-only option
     let e = error("dtype = \"f16\"", "", "");
-    assert_mentions(&e, &["model.dtype", "f32", "f64"]);
+    assert_mentions(&e, &["model.dtype", "CUDA", "f32"]);
 }
 
 #[test]

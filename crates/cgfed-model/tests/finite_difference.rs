@@ -33,6 +33,7 @@ fn lora_gradients_match_central_differences() -> anyhow::Result<()> {
         rank: 2,
         alpha: 4.0,
         targets: LoraTarget::ALL.map(|t| t.as_str().to_string()).to_vec(),
+        ..Default::default()
     };
     model.attach_lora(&lora, 3)?;
     let params = model.trainable();

@@ -20,6 +20,7 @@ fn every_adapter_tensor_gets_a_nonzero_gradient() -> anyhow::Result<()> {
         rank: 4,
         alpha: 8.0,
         targets: LoraTarget::ALL.map(|t| t.as_str().to_string()).to_vec(),
+        ..Default::default()
     };
     model.attach_lora(&lora, 7)?;
     let params = model.trainable();

@@ -100,6 +100,7 @@ fn lora_equals_merged_weights() -> anyhow::Result<()> {
         rank: 4,
         alpha: 6.0,
         targets: LoraTarget::ALL.map(|t| t.as_str().to_string()).to_vec(),
+        ..Default::default()
     };
     ours.attach_lora(&lora, 23)?;
     let mut merged = w.clone();

@@ -1,6 +1,5 @@
 //! The trainer is registered as `llama` and builds from default tables.
 
-use candle_core::Device;
 use cgfed_core::{registry, toml, PluginTable, TrainerInit};
 use cgfed_model as _;
 
@@ -19,7 +18,6 @@ fn llama_is_a_registered_trainer() -> anyhow::Result<()> {
         lora: &empty,
         vocab_size: 258,
         seed: 0,
-        device: Device::Cpu,
     })?;
     assert_eq!(t.name(), "llama");
     // 2 layers × (q, k, v, o) × (A, B).

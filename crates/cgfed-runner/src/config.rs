@@ -52,17 +52,10 @@ pub struct ExperimentSection {
     /// Parent directory of run directories. Default `runs`.
     #[serde(default = "default_output_dir")]
     pub output_dir: PathBuf,
-    /// Device: `"cpu"` (default). CUDA arrives with the `cuda` feature.
-    #[serde(default = "default_device")]
-    pub device: String,
 }
 
 fn default_output_dir() -> PathBuf {
     PathBuf::from("runs")
-}
-
-fn default_device() -> String {
-    "cpu".into()
 }
 
 /// `[federation]`: the round loop.
@@ -189,14 +182,6 @@ impl ExperimentConfig {
                 && self.experiment.name != ".",
             "experiment.name",
             "must be a non-empty directory name without slashes",
-        )?;
-        ensure(
-            self.experiment.device == "cpu",
-            "experiment.device",
-            format!(
-                "unsupported device \"{}\"; accepted: cpu (cuda needs a build with the `cuda` feature)",
-                self.experiment.device
-            ),
         )?;
         self.trainer_table()?;
         self.compressor_table()?;

@@ -25,7 +25,7 @@ use cgfed_core::{
     registry, Aggregator, ClientState, ClientUpdate, Error, Example, GradientCompressor, Layout,
     Payload, Phase, Result, RoundCtx, TextTokenizer, TrainCtx, Trainer, TrainerInit, Update,
 };
-use cgfed_data::{DataConfig, FederatedData};
+use cgfed_data::{ByteTokenizer, DataConfig, FederatedData};
 
 use crate::config::ExperimentConfig;
 use crate::metrics::{finite_mean, ClientMetrics, Quality, RoundMetrics, RunSummary};
@@ -98,18 +98,18 @@ impl Experiment {
     /// error surfaces here, before the first round.
     pub fn build(cfg: &ExperimentConfig) -> Result<Self> {
         let data_cfg = DataConfig::from_table(&cfg.data)?;
-        let tokenizer: Arc<dyn TextTokenizer> = cgfed_data::build_tokenizer(&data_cfg)?;
         let seed = cfg.experiment.seed;
-        let device = Device::Cpu;
         let trainer_table = cfg.trainer_table()?;
         let trainer = registry::build_trainer(&TrainerInit {
             trainer: &trainer_table,
             model: &cfg.model,
             lora: &cfg.lora,
-            vocab_size: tokenizer.vocab_size(),
+            vocab_size: ByteTokenizer::VOCAB_SIZE,
             seed,
-            device: device.clone(),
         })?;
+        let device = trainer.device();
+        let tokenizer: Arc<dyn TextTokenizer> =
+            cgfed_data::build_tokenizer(&data_cfg, trainer.tokenizer())?;
         let compressor = registry::build_compressor(&cfg.compressor_table()?)?;
         let aggregator = registry::build_aggregator(&cfg.aggregator_table()?)?;
         let data = cgfed_data::build_federated_data(

@@ -88,9 +88,9 @@ fn bad_values_name_the_key_and_range() {
     );
     let msg = err(BASE, &["federation.rounds=0"]);
     assert!(msg.contains("federation.rounds"), "{msg}");
-    let msg = err(BASE, &["experiment.device=tpu"]);
+    let msg = err(BASE, &["experiment.device=cpu"]);
     assert!(
-        msg.contains("experiment.device") && msg.contains("cpu"),
+        msg.contains("experiment.device") && msg.contains("output_dir"),
         "{msg}"
     );
 }
