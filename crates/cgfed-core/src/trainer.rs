@@ -131,6 +131,12 @@ pub trait Trainer: Send {
         None
     }
 
+    /// Save the global trainable state as an adapter others can load (e.g. PEFT layout)
+    /// into `dir`; `Ok(false)` when this trainer has no such format. Default: `Ok(false)`.
+    fn save_adapter(&self, _dir: &std::path::Path) -> Result<bool> {
+        Ok(false)
+    }
+
     /// A one-line description for logs (parameter counts, device). Default: the name.
     fn describe(&self) -> String {
         self.name().to_string()

@@ -533,13 +533,52 @@ impl Llama {
     /// # Shapes
     /// `ids` `[batch, seq]` u32 → `[batch, seq, hidden]`.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        self.hidden_masked(ids, None)
+    }
+
+    /// Logits for every position, with a padding mask.
+    ///
+    /// `attention_mask` `[batch, seq]` (any numeric dtype) is 1 for real tokens and 0 for
+    /// padding: no position attends to a padded key. Because RoPE scores depend only on
+    /// relative positions, real tokens get the same logits with left or right padding as
+    /// unpadded; logits at padded positions are meaningless.
+    ///
+    /// # Shapes
+    /// `ids` `[batch, seq]` u32, `attention_mask` `[batch, seq]` → `[batch, seq, vocab]`.
+    pub fn forward_masked(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let h = self.hidden_masked(ids, attention_mask)?;
+        self.head(&h)
+    }
+
+    /// [`Llama::hidden`] with an optional padding mask (see [`Llama::forward_masked`]).
+    pub fn hidden_masked(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t) = self.check_ids(ids)?;
         let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
             b,
             t,
             self.spec.hidden_size,
         ))?;
-        let mask = causal_mask(t, self.dtype, &self.device)?;
+        let mut mask = causal_mask(t, self.dtype, &self.device)?;
+        if let Some(m) = attention_mask {
+            if m.dims() != [b, t] {
+                return Err(Error::InvalidInput(format!(
+                    "attention mask has shape {:?}, ids have [{b}, {t}]",
+                    m.dims()
+                )));
+            }
+            // [b, 1, 1, t]: a large finite negative for padded keys (not -inf, so a row whose
+            // every key is padding still gives finite, ignorable values).
+            let neg = if self.dtype == DType::F16 {
+                -6.0e4
+            } else {
+                -1.0e30
+            };
+            let keep = m.to_dtype(DType::F32)?.ne(0f64)?.to_dtype(DType::F32)?;
+            let pad = ((keep - 1.0)? * -neg)?
+                .to_dtype(self.dtype)?
+                .reshape((b, 1, 1, t))?;
+            mask = pad.broadcast_add(&mask)?;
+        }
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let eps = self.spec.rms_norm_eps as f32;
@@ -608,7 +647,7 @@ impl Llama {
     /// Causal self-attention with RoPE and grouped-query heads.
     ///
     /// # Shapes
-    /// `x` `[b, t, hidden]`, `mask` `[t, t]`, `cos`/`sin` `[t, head_dim / 2]` → `[b, t, hidden]`.
+    /// `x` `[b, t, hidden]`, `mask` `[t, t]` or `[b, 1, t, t]`, `cos`/`sin` `[t, head_dim / 2]` → `[b, t, hidden]`.
     fn attention(
         &self,
         block: &Block,

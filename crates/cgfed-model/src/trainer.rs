@@ -475,6 +475,18 @@ impl Trainer for LlamaTrainer {
         self.model.device().clone()
     }
 
+    /// Writes the global LoRA state in the PEFT layout (`adapter_config.json` +
+    /// `adapter_model.safetensors`); `Ok(false)` in full fine-tuning mode.
+    fn save_adapter(&self, dir: &std::path::Path) -> Result<bool> {
+        match self.model.lora_config() {
+            Some(l) if l.mode == LoraMode::Lora => {
+                crate::peft::export_peft(dir, l, &self.global, Some(&self.label))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn tokenizer(&self) -> Option<Arc<dyn TextTokenizer>> {
         self.tokenizer.clone()
     }

@@ -152,8 +152,9 @@ impl Experiment {
         }
     }
 
-    /// Run every round, writing `config.toml`, `partition.json`, `metrics.jsonl` and
-    /// `summary.json` into the run directory.
+    /// Run every round, writing `config.toml`, `partition.json`, `metrics.jsonl`,
+    /// `summary.json` and the final adapter (`adapter/`, PEFT layout, when the trainer has
+    /// one) into the run directory.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
         let started = Instant::now();
         let run_dir = self.cfg.run_dir();
@@ -246,6 +247,11 @@ impl Experiment {
             .chain(history.iter().filter_map(|m| m.eval_loss))
             .collect();
         let total_dense: usize = history.iter().map(|m| m.dense_bytes).sum();
+        let adapter = run_dir.join("adapter");
+        let adapter_dir = self
+            .trainer
+            .save_adapter(&adapter)?
+            .then(|| adapter.display().to_string());
         let summary = RunSummary {
             name: self.cfg.experiment.name.clone(),
             seed: self.cfg.experiment.seed,
@@ -266,6 +272,7 @@ impl Experiment {
             rejected_updates: history.iter().map(|m| m.rejected_updates).sum(),
             skipped_rounds: history.iter().filter(|m| m.skipped).count(),
             wall_s: started.elapsed().as_secs_f64(),
+            adapter_dir,
         };
         write_file(&run_dir.join("summary.json"), &json_bytes(&summary)?)?;
         Ok(summary)

@@ -163,6 +163,8 @@ pub struct RunSummary {
     pub skipped_rounds: usize,
     /// Wall-clock time of the run in seconds.
     pub wall_s: f64,
+    /// Where the final adapter was saved (PEFT layout), if the trainer has an adapter format.
+    pub adapter_dir: Option<String>,
 }
 
 /// Mean of the finite values, `None` if there are none.
