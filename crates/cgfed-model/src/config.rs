@@ -269,14 +269,10 @@ pub struct ModelConfig {
     pub tie_embeddings: Option<bool>,
 }
 
-impl ModelConfig {
-    /// The preset's shape with the overrides applied, validated.
-    pub fn spec(&self, vocab_size: usize) -> Result<LlamaSpec> {
-        let mut s = self.preset.unwrap_or_default().spec(vocab_size);
-        macro_rules! apply {
-            ($($f:ident),*) => { $(if let Some(v) = self.$f { s.$f = v; })* };
-        }
-        apply!(
+/// Calls macro `$m` with the names of the [`LlamaSpec`] fields a `[model]` table may override.
+macro_rules! shape_overrides {
+    ($m:ident) => {
+        $m!(
             hidden_size,
             intermediate_size,
             num_layers,
@@ -286,7 +282,18 @@ impl ModelConfig {
             rms_norm_eps,
             max_seq_len,
             tie_embeddings
-        );
+        )
+    };
+}
+
+impl ModelConfig {
+    /// The preset's shape with the overrides applied, validated.
+    pub fn spec(&self, vocab_size: usize) -> Result<LlamaSpec> {
+        let mut s = self.preset.unwrap_or_default().spec(vocab_size);
+        macro_rules! apply {
+            ($($f:ident),*) => { $(if let Some(v) = self.$f { s.$f = v; })* };
+        }
+        shape_overrides!(apply);
         s.validate()?;
         Ok(s)
     }
@@ -297,17 +304,7 @@ impl ModelConfig {
         macro_rules! check {
             ($($f:ident),*) => { $(if self.$f.is_some() { v.push(stringify!($f)); })* };
         }
-        check!(
-            hidden_size,
-            intermediate_size,
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            rope_theta,
-            rms_norm_eps,
-            max_seq_len,
-            tie_embeddings
-        );
+        shape_overrides!(check);
         v
     }
 
