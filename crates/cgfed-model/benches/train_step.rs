@@ -1,28 +1,55 @@
-//! Training-step benchmark: LoRA (r = 8 on q/k/v/o) + AdamW steps on random LLaMA models.
+//! Training-step benchmark: forward + backward + AdamW on random LLaMA models, full
+//! fine-tuning and LoRA (r = 8 on q/k/v/o), at 1 and 2 CPU threads, against PyTorch targets.
 //!
 //! ```text
 //! cargo bench -p cgfed-model --bench train_step
-//! CGFED_BENCH_CONFIGS=tiny,m4 cargo bench -p cgfed-model --bench train_step
+//! CGFED_BENCH_CONFIGS=s,m CGFED_BENCH_MODES=lora CGFED_BENCH_THREADS=1 \
+//!     cargo bench -p cgfed-model --bench train_step
 //! CGFED_BENCH_DEVICE=cuda CGFED_BENCH_DTYPE=bf16 \
 //!     cargo bench -p cgfed-model --features cuda --bench train_step
 //! ```
 //!
+//! Configs (dim / layers / heads / kv-heads / ffn / vocab, seq, batch; RoPE θ 10000 and
+//! untied head unless said):
+//!
+//! | name      | shape                                        | seq | batch | steps |
+//! |-----------|----------------------------------------------|-----|-------|-------|
+//! | `s`       | 64 / 2 / 4 / 4 / 172 / 256                   |  64 |     8 |    20 |
+//! | `m`       | 128 / 4 / 4 / 4 / 344 / 1024                 | 128 |     8 |    10 |
+//! | `l`       | 256 / 4 / 8 / 8 / 688 / 2000                 | 128 |     8 |     8 |
+//! | `xl`      | 512 / 8 / 8 / 8 / 1376 / 2000                | 128 |     4 |     4 |
+//! | `smollm2` | 576 / 30 / 9 / 3 / 1536 / 49152, tied, θ 1e5 | 128 |     4 |     2 |
+//!
 //! Environment variables (all optional):
 //!
-//! - `CGFED_BENCH_CONFIGS`: comma-separated subset of `tiny,m4,smollm2` (default: all three,
-//!   always run in ascending size because peak RSS is process-wide);
-//! - `CGFED_BENCH_STEPS`: timed steps per config (default 20 / 10 / 4);
-//! - `CGFED_BENCH_SEQ`, `CGFED_BENCH_BATCH`: sequence length and batch size (128, 4);
-//! - `CGFED_BENCH_DEVICE`: `cpu` (default), `auto`, `cuda`, `cuda:N`;
-//! - `CGFED_BENCH_DTYPE`: `f32` (default), `f64`, `bf16`, `f16` (half precision on CUDA only);
-//! - `RAYON_NUM_THREADS`: candle's CPU threads (default: all visible cores). On a machine
-//!   whose cores other processes share, `1` can be several times faster than the default:
-//!   every parallel op waits for its slowest thread, and a descheduled thread stalls it.
+//! - `CGFED_BENCH_CONFIGS`: comma-separated subset of `s,m,l,xl,smollm2` (default: all);
+//! - `CGFED_BENCH_MODES`: subset of `full,lora` (default both; `lora` = r 8, alpha 16 on
+//!   q/k/v/o, `full` = every base weight trainable, `[lora] mode = "full"`);
+//! - `CGFED_BENCH_THREADS`: comma-separated CPU thread counts (default `1,2`). candle's CPU
+//!   thread count is fixed per process (`RAYON_NUM_THREADS`, read by
+//!   `candle_core::utils::get_num_threads`), so on the CPU the bench re-executes itself
+//!   (`std::env::current_exe()`) once per (threads, config, mode) with `RAYON_NUM_THREADS`
+//!   set, and collects the children's rows; each row's peak RSS is thus its own process's;
+//! - `CGFED_BENCH_REPEAT`: child runs per (threads, config, mode), default 1; with more, the
+//!   row shown is the run with the median step time (`runs` column);
+//! - `CGFED_BENCH_INPROC=1`: no children: run every selected config and mode in this
+//!   process with its thread count (`RAYON_NUM_THREADS` as set), e.g. under a profiler;
+//! - `CGFED_BENCH_STEPS`: timed steps per run (default per config, above; after 1 warm-up
+//!   step, 2 when there are ≥ 5 timed steps);
+//! - `CGFED_BENCH_SEQ`, `CGFED_BENCH_BATCH`: override every config's sequence length and
+//!   batch size (the PyTorch ratios are then meaningless);
+//! - `CGFED_BENCH_DEVICE`: `cpu` (default), `auto`, `cuda`, `cuda:N` (not `cpu`: no
+//!   children, one run per config and mode);
+//! - `CGFED_BENCH_DTYPE`: `f32` (default), `f64`, `bf16`, `f16` (half precision on CUDA only).
 //!
 //! One step is exactly what [`LlamaTrainer`]'s local run does per batch: forward to the mean
 //! next-token loss, backward, AdamW step (plus reading the loss, which synchronises). The
 //! model is built by [`LlamaTrainer::new`]; batching is outside the timed region.
+//!
+//! `docs/perf-train-step.md` has results, the method and a profile.
 
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
@@ -30,53 +57,122 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use cgfed_core::{Example, Result};
 use cgfed_model::batch::{mean_nll, Batch};
 use cgfed_model::device::{check_dtype_for_device, describe_device, parse_device};
-use cgfed_model::{LlamaSpec, LlamaTrainer, LoraConfig, TrainerConfig};
+use cgfed_model::{LlamaSpec, LlamaTrainer, LoraConfig, LoraMode, TrainerConfig};
 
 /// One benchmarked shape.
 struct BenchConfig {
     name: &'static str,
     spec: LlamaSpec,
+    seq: usize,
+    batch: usize,
     default_steps: usize,
 }
 
+/// A plain shape: RoPE θ 10000, ε 1e-5, untied head.
+fn shape(
+    dim: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    ffn: usize,
+    vocab: usize,
+) -> LlamaSpec {
+    LlamaSpec {
+        vocab_size: vocab,
+        hidden_size: dim,
+        intermediate_size: ffn,
+        num_layers: layers,
+        num_heads: heads,
+        num_kv_heads: kv_heads,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-5,
+        max_seq_len: 2048,
+        tie_embeddings: false,
+    }
+}
+
 fn configs() -> Vec<BenchConfig> {
+    let c = |name, spec, seq, batch, default_steps| BenchConfig {
+        name,
+        spec,
+        seq,
+        batch,
+        default_steps,
+    };
     vec![
-        BenchConfig {
-            name: "tiny",
-            spec: LlamaSpec::tiny(258),
-            default_steps: 20,
-        },
-        BenchConfig {
-            name: "m4",
-            spec: LlamaSpec {
-                vocab_size: 2000,
-                hidden_size: 256,
-                intermediate_size: 688,
-                num_layers: 4,
-                num_heads: 8,
-                num_kv_heads: 4,
-                ..LlamaSpec::tiny(2000)
-            },
-            default_steps: 10,
-        },
-        BenchConfig {
-            name: "smollm2",
+        c("s", shape(64, 2, 4, 4, 172, 256), 64, 8, 20),
+        c("m", shape(128, 4, 4, 4, 344, 1024), 128, 8, 10),
+        c("l", shape(256, 4, 8, 8, 688, 2000), 128, 8, 8),
+        c("xl", shape(512, 8, 8, 8, 1376, 2000), 128, 4, 4),
+        c(
+            "smollm2",
             // SmolLM2-135M's shape, random weights.
-            spec: LlamaSpec {
-                vocab_size: 49152,
-                hidden_size: 576,
-                intermediate_size: 1536,
-                num_layers: 30,
-                num_heads: 9,
-                num_kv_heads: 3,
+            LlamaSpec {
                 rope_theta: 100_000.0,
-                rms_norm_eps: 1e-5,
-                max_seq_len: 2048,
                 tie_embeddings: true,
+                ..shape(576, 30, 9, 3, 1536, 49152)
             },
-            default_steps: 4,
-        },
+            128,
+            4,
+            2,
+        ),
     ]
+}
+
+const MODES: [&str; 2] = ["full", "lora"];
+
+/// PyTorch 2.x eager f32 tokens/s on the same machine kind (forward + backward + AdamW),
+/// as given by the issue. S–XL were given without a mode: the same number is the target of
+/// both modes there.
+fn torch_target(config: &str, mode: &str, threads: usize) -> Option<f64> {
+    match (threads, config, mode) {
+        (2, "s", _) => Some(52_700.0),
+        (2, "m", _) => Some(14_000.0),
+        (2, "l", _) => Some(5_450.0),
+        (2, "xl", _) => Some(840.0),
+        (2, "smollm2", "full") => Some(145.0),
+        (2, "smollm2", "lora") => Some(225.0),
+        (1, "m", _) => Some(9_000.0),
+        (1, "smollm2", "lora") => Some(133.0),
+        _ => None,
+    }
+}
+
+fn lora_config(mode: &str) -> LoraConfig {
+    LoraConfig {
+        mode: if mode == "full" {
+            LoraMode::Full
+        } else {
+            LoraMode::Lora
+        },
+        ..LoraConfig::default() // r = 8, alpha 16, q/k/v/o
+    }
+}
+
+/// Useful model FLOPs of one step: matmuls only (linear layers incl. LoRA adapters and the
+/// head over the target rows, attention scores and values), forward `F`; backward `2F` in
+/// full fine-tuning (input and weight gradients), and in LoRA mode input gradients of the
+/// frozen linears (`F_lin`) plus both gradients of attention and adapters. Elementwise
+/// ops, norms, softmax and AdamW are not counted.
+fn step_flops(spec: &LlamaSpec, mode: &str, batch: usize, seq: usize, rows: usize) -> f64 {
+    let (h, f, kv, v, l) = (
+        spec.hidden_size as f64,
+        spec.intermediate_size as f64,
+        spec.kv_dim() as f64,
+        spec.vocab_size as f64,
+        spec.num_layers as f64,
+    );
+    let tokens = (batch * seq) as f64;
+    let lin =
+        2.0 * tokens * l * (2.0 * h * h + 2.0 * h * kv + 3.0 * h * f) + 2.0 * rows as f64 * v * h;
+    let attn = l * 4.0 * batch as f64 * (seq as f64).powi(2) * h;
+    if mode == "full" {
+        3.0 * (lin + attn)
+    } else {
+        let r = 8.0;
+        let adapters = 2.0 * tokens * l * r * ((h + h) + (h + kv) + (h + kv) + (h + h));
+        2.0 * lin + 3.0 * (attn + adapters)
+    }
 }
 
 fn env_usize(key: &str) -> Option<usize> {
@@ -162,38 +258,107 @@ struct Phases {
     optimizer: Duration,
 }
 
+/// One run's result; children send it to the parent as one `@row` line.
 struct Row {
-    name: &'static str,
+    name: String,
+    mode: String,
+    threads: usize,
+    /// Child runs this row is the median of (parent only).
+    runs: usize,
     params: usize,
     trainable: usize,
     steps: usize,
-    /// Median step time.
-    step: Duration,
-    /// Fastest step (least disturbed by other processes on a shared machine).
-    best: Duration,
-    forward: Duration,
-    backward: Duration,
-    optimizer: Duration,
+    /// Median step time, s.
+    step: f64,
+    /// Fastest step (least disturbed by other processes on a shared machine), s.
+    best: f64,
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
     tokens: usize,
-    peak_mib: Option<f64>,
-    build: Duration,
+    /// Useful FLOPs of one step ([`step_flops`]).
+    flops: f64,
+    /// Peak RSS of the run (VmHWM), MiB; NaN when unknown.
+    peak_mib: f64,
+    /// f32 matmul reference measured just before the run, GFLOP/s.
+    mm: f64,
+    build: f64,
 }
 
-fn bench_one(
-    cfg: &BenchConfig,
-    steps: usize,
-    seq: usize,
-    batch_size: usize,
-    device: &Device,
+impl Row {
+    fn to_line(&self) -> String {
+        format!(
+            "@row {} {} {} {} {} {} {:e} {:e} {:e} {:e} {:e} {} {:e} {:e} {:e} {:e}",
+            self.name,
+            self.mode,
+            self.threads,
+            self.params,
+            self.trainable,
+            self.steps,
+            self.step,
+            self.best,
+            self.forward,
+            self.backward,
+            self.optimizer,
+            self.tokens,
+            self.flops,
+            self.peak_mib,
+            self.mm,
+            self.build
+        )
+    }
+
+    fn from_line(line: &str) -> Option<Row> {
+        let f: Vec<&str> = line.strip_prefix("@row ")?.split_whitespace().collect();
+        if f.len() != 16 {
+            return None;
+        }
+        let u = |i: usize| f[i].parse::<usize>().ok();
+        let x = |i: usize| f[i].parse::<f64>().ok();
+        Some(Row {
+            name: f[0].to_string(),
+            mode: f[1].to_string(),
+            threads: u(2)?,
+            runs: 1,
+            params: u(3)?,
+            trainable: u(4)?,
+            steps: u(5)?,
+            step: x(6)?,
+            best: x(7)?,
+            forward: x(8)?,
+            backward: x(9)?,
+            optimizer: x(10)?,
+            tokens: u(11)?,
+            flops: x(12)?,
+            peak_mib: x(13)?,
+            mm: x(14)?,
+            build: x(15)?,
+        })
+    }
+}
+
+struct Setup {
+    device: Device,
     dtype: DType,
-) -> Result<Row> {
+    seq: Option<usize>,
+    batch: Option<usize>,
+    steps: Option<usize>,
+}
+
+fn bench_one(cfg: &BenchConfig, mode: &str, s: &Setup) -> Result<Row> {
+    let (device, dtype) = (&s.device, s.dtype);
+    let seq = s.seq.unwrap_or(cfg.seq);
+    let batch_size = s.batch.unwrap_or(cfg.batch);
+    let steps = s.steps.unwrap_or(cfg.default_steps).max(1);
+    let mm = matmul_gflops(1024, 5, device)?;
+    reset_peak_rss();
     let mut spec = cfg.spec.clone();
     spec.max_seq_len = spec.max_seq_len.max(seq);
     let params = spec.num_params();
     let t0 = Instant::now();
     let trainer = LlamaTrainer::new(
         spec.clone(),
-        LoraConfig::default(), // r = 8, alpha 16, q/k/v/o
+        lora_config(mode),
         TrainerConfig {
             batch_size,
             ..Default::default()
@@ -203,7 +368,7 @@ fn bench_one(
         dtype,
     )?;
     sync(device)?;
-    let build = t0.elapsed();
+    let build = t0.elapsed().as_secs_f64();
     let model = trainer.model();
     let vars: Vec<_> = model.trainable().into_iter().map(|(_, v)| v).collect();
     let trainable = vars.iter().map(|v| v.elem_count()).sum();
@@ -249,20 +414,30 @@ fn bench_one(
     let phases = (0..steps)
         .map(|i| step(warmup + i))
         .collect::<Result<Vec<_>>>()?;
-    let pick = |f: fn(&Phases) -> Duration| median(phases.iter().map(f).collect());
+    let pick = |f: fn(&Phases) -> Duration| median(phases.iter().map(f).collect()).as_secs_f64();
 
     Ok(Row {
-        name: cfg.name,
+        name: cfg.name.to_string(),
+        mode: mode.to_string(),
+        threads: candle_core::utils::get_num_threads(),
+        runs: 1,
         params,
         trainable,
         steps,
         step: pick(|p| p.total),
-        best: phases.iter().map(|p| p.total).min().unwrap_or_default(),
+        best: phases
+            .iter()
+            .map(|p| p.total)
+            .min()
+            .unwrap_or_default()
+            .as_secs_f64(),
         forward: pick(|p| p.forward),
         backward: pick(|p| p.backward),
         optimizer: pick(|p| p.optimizer),
         tokens,
-        peak_mib: peak_rss_mib(),
+        flops: step_flops(&spec, mode, batch_size, seq, tokens),
+        peak_mib: peak_rss_mib().unwrap_or(f64::NAN),
+        mm,
         build,
     })
 }
@@ -277,13 +452,73 @@ fn human(n: usize) -> String {
     }
 }
 
-fn ms(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
+fn ms(s: f64) -> String {
+    let ms = s * 1e3;
     if ms >= 100.0 {
         format!("{ms:.0}")
     } else {
         format!("{ms:.1}")
     }
+}
+
+const HEADER: &str =
+    "config  mode thr   params trainable steps  step ms  best ms   fwd ms   bwd ms   \
+                      opt ms    tok/s GFLOP/s   mm GF  % mm peak MiB  torch tok/s  ratio";
+
+fn print_row(r: &Row) {
+    let gflops = r.flops / r.step / 1e9;
+    let tps = r.tokens as f64 / r.step;
+    let target = torch_target(&r.name, &r.mode, r.threads);
+    println!(
+        "{:<7} {:>4} {:>3} {:>4} {:>8} {:>9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8.0} {:>7.1} {:>7.1} {:>4.0}% {:>9} {:>12} {:>6}",
+        r.name,
+        r.mode,
+        r.threads,
+        r.runs,
+        human(r.params),
+        human(r.trainable),
+        r.steps,
+        ms(r.step),
+        ms(r.best),
+        ms(r.forward),
+        ms(r.backward),
+        ms(r.optimizer),
+        tps,
+        gflops,
+        r.mm,
+        100.0 * gflops / r.mm,
+        if r.peak_mib.is_finite() {
+            format!("{:.0}", r.peak_mib)
+        } else {
+            "?".into()
+        },
+        target.map_or("-".into(), |t| format!("{t:.0}")),
+        target.map_or("-".into(), |t| format!("{:.2}", tps / t)),
+    );
+    let _ = std::io::stdout().flush();
+}
+
+fn list_env(key: &str, accepted: &[&str]) -> Result<Vec<String>> {
+    let Ok(s) = std::env::var(key) else {
+        return Ok(accepted.iter().map(|s| s.to_string()).collect());
+    };
+    let wanted: Vec<String> = s
+        .split(',')
+        .map(|x| x.trim().to_ascii_lowercase())
+        .filter(|x| !x.is_empty())
+        .collect();
+    if let Some(bad) = wanted.iter().find(|w| !accepted.contains(&w.as_str())) {
+        return Err(cgfed_core::Error::config(
+            key,
+            format!("unknown value \"{bad}\"; accepted: {}", accepted.join(", ")),
+        ));
+    }
+    // Keep the canonical order (ascending size).
+    Ok(accepted
+        .iter()
+        .filter(|a| wanted.iter().any(|w| w == *a))
+        .map(|s| s.to_string())
+        .collect())
 }
 
 fn main() {
@@ -297,112 +532,145 @@ fn run() -> Result<()> {
     let device = parse_device(&std::env::var("CGFED_BENCH_DEVICE").unwrap_or("cpu".into()))?;
     let dtype = parse_dtype(&std::env::var("CGFED_BENCH_DTYPE").unwrap_or("f32".into()))?;
     check_dtype_for_device(dtype, &device)?;
-    let seq = env_usize("CGFED_BENCH_SEQ").unwrap_or(128);
-    let batch_size = env_usize("CGFED_BENCH_BATCH").unwrap_or(4);
-    let wanted: Option<Vec<String>> = std::env::var("CGFED_BENCH_CONFIGS").ok().map(|s| {
-        s.split(',')
-            .map(|x| x.trim().to_ascii_lowercase())
-            .filter(|x| !x.is_empty())
-            .collect()
-    });
     let all = configs();
-    if let Some(w) = &wanted {
-        if let Some(bad) = w.iter().find(|n| all.iter().all(|c| c.name != n.as_str())) {
-            return Err(cgfed_core::Error::config(
-                "CGFED_BENCH_CONFIGS",
-                format!("unknown config \"{bad}\"; accepted: tiny, m4, smollm2"),
-            ));
+    let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+    let selected = list_env("CGFED_BENCH_CONFIGS", &names)?;
+    let modes = list_env("CGFED_BENCH_MODES", &MODES)?;
+    let setup = Setup {
+        device,
+        dtype,
+        seq: env_usize("CGFED_BENCH_SEQ"),
+        batch: env_usize("CGFED_BENCH_BATCH"),
+        steps: env_usize("CGFED_BENCH_STEPS"),
+    };
+    let child = std::env::var_os("CGFED_BENCH_CHILD").is_some();
+    let inproc =
+        child || std::env::var_os("CGFED_BENCH_INPROC").is_some() || !setup.device.is_cpu();
+
+    if child {
+        for cfg in all.iter().filter(|c| selected.iter().any(|s| s == c.name)) {
+            for mode in &modes {
+                println!("{}", bench_one(cfg, mode, &setup)?.to_line());
+            }
         }
+        return Ok(());
     }
-    let selected: Vec<&BenchConfig> = all
-        .iter()
-        .filter(|c| {
-            wanted
-                .as_ref()
-                .is_none_or(|w| w.iter().any(|n| n == c.name))
-        })
-        .collect();
 
     let visible = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = candle_core::utils::get_num_threads();
+    let threads: Vec<usize> = match std::env::var("CGFED_BENCH_THREADS") {
+        Ok(s) if !inproc => s
+            .split(',')
+            .filter(|x| !x.trim().is_empty())
+            .map(|x| {
+                x.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| {
+                        cgfed_core::Error::config(
+                            "CGFED_BENCH_THREADS",
+                            format!("\"{x}\" is not a positive thread count"),
+                        )
+                    })
+            })
+            .collect::<Result<_>>()?,
+        _ if inproc => vec![candle_core::utils::get_num_threads()],
+        _ => vec![1, 2],
+    };
     println!(
-        "train_step: device {}, dtype {}, LoRA r=8 on q/k/v/o, AdamW, seq {seq}, batch {batch_size}, \
-         candle CPU threads {threads} of {visible} visible (RAYON_NUM_THREADS)",
-        describe_device(&device),
-        dtype.as_str()
+        "train_step: device {}, dtype {}, AdamW, modes {}, threads {:?} ({}) of {visible} visible",
+        describe_device(&setup.device),
+        dtype.as_str(),
+        modes.join("/"),
+        threads,
+        if inproc {
+            "in-process"
+        } else {
+            "one child process per run, RAYON_NUM_THREADS"
+        },
     );
-    let mm = matmul_gflops(1024, 5, &device)?;
-    println!("reference: candle f32 matmul 1024x1024x1024: {mm:.1} GFLOP/s (median of 5)\n");
-
-    let resets = reset_peak_rss();
-    println!(
-        "{:<8} {:>8} {:>9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>6} {:>8}",
-        "config",
-        "params",
-        "trainable",
-        "steps",
-        "step ms",
-        "best ms",
-        "fwd ms",
-        "bwd ms",
-        "opt ms",
-        "tok/s",
-        "GFLOP/s*",
-        "% mm",
-        "peak MiB"
-    );
-    for cfg in selected {
-        let steps = env_usize("CGFED_BENCH_STEPS")
-            .unwrap_or(cfg.default_steps)
-            .max(1);
-        if resets {
-            reset_peak_rss();
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average before: {}", l.trim());
+    }
+    println!("\n{HEADER}");
+    let mut rows = Vec::new();
+    let repeat = env_usize("CGFED_BENCH_REPEAT").unwrap_or(1).max(1);
+    let exe = std::env::current_exe().map_err(|e| cgfed_core::Error::io("current_exe", e))?;
+    for &n in &threads {
+        for cfg in all.iter().filter(|c| selected.iter().any(|s| s == c.name)) {
+            for mode in &modes {
+                let mut runs = Vec::new();
+                for _ in 0..if inproc { 1 } else { repeat } {
+                    runs.push(if inproc {
+                        bench_one(cfg, mode, &setup)?
+                    } else {
+                        let out = Command::new(&exe)
+                            .args(std::env::args_os().skip(1))
+                            .env("CGFED_BENCH_CHILD", "1")
+                            .env("RAYON_NUM_THREADS", n.to_string())
+                            .env("CGFED_BENCH_CONFIGS", cfg.name)
+                            .env("CGFED_BENCH_MODES", mode)
+                            .stderr(Stdio::inherit())
+                            .output()
+                            .map_err(|e| cgfed_core::Error::io(&exe, e))?;
+                        let stdout = String::from_utf8_lossy(&out.stdout);
+                        match stdout.lines().find_map(Row::from_line) {
+                            Some(r) if out.status.success() => r,
+                            _ => {
+                                return Err(cgfed_core::Error::InvalidInput(format!(
+                                    "child run {} {mode} with {n} threads failed ({}): {stdout}",
+                                    cfg.name, out.status
+                                )))
+                            }
+                        }
+                    });
+                }
+                runs.sort_by(|a, b| a.step.total_cmp(&b.step));
+                let n_runs = runs.len();
+                let mut row = runs.swap_remove(n_runs / 2);
+                row.runs = n_runs;
+                print_row(&row);
+                eprintln!(
+                    "  ({} {}: model built in {:.1} s)",
+                    row.name, row.mode, row.build
+                );
+                rows.push(row);
+            }
         }
-        let r = bench_one(cfg, steps, seq, batch_size, &device, dtype)?;
-        let secs = r.step.as_secs_f64();
-        // Upper-bound FLOPs of the base model: 2·P·T forward + 4·P·T backward.
-        let flops = 6.0 * r.params as f64 * r.tokens as f64;
-        let gflops = flops / secs / 1e9;
+    }
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("\nload average after: {}", l.trim());
+    }
+    // A run whose matmul reference per thread is well below the best one saw fewer free
+    // cores than threads: its step time says more about the other processes than about us.
+    let best = rows
+        .iter()
+        .map(|r| r.mm / r.threads as f64)
+        .fold(0.0, f64::max);
+    let contended: Vec<String> = rows
+        .iter()
+        .filter(|r| r.mm / (r.threads as f64) < 0.75 * best)
+        .map(|r| format!("{} {} {}t ({:.0} GF)", r.name, r.mode, r.threads, r.mm))
+        .collect();
+    if !contended.is_empty() {
         println!(
-            "{:<8} {:>8} {:>9} {:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7.0} {:>9.1} {:>5.0}% {:>8}",
-            r.name,
-            human(r.params),
-            human(r.trainable),
-            r.steps,
-            ms(r.step),
-            ms(r.best),
-            ms(r.forward),
-            ms(r.backward),
-            ms(r.optimizer),
-            r.tokens as f64 / secs,
-            gflops,
-            100.0 * gflops / mm,
-            r.peak_mib.map_or("?".into(), |m| format!("{m:.0}")),
-        );
-        eprintln!(
-            "  ({}: model built in {:.1} s)",
-            r.name,
-            r.build.as_secs_f64()
+            "CONTENDED (matmul reference < 75% of the best per-thread {best:.0} GFLOP/s × threads; \
+             rerun): {}",
+            contended.join(", ")
         );
     }
-    let mm_after = matmul_gflops(1024, 5, &device)?;
     println!(
-        "\nreference again after the runs: {mm_after:.1} GFLOP/s (a large change means other \
-         processes competed for the cores; compare `best ms`)\n\
-         step = forward + backward + AdamW (each phase synchronised), median of `steps` after \
+        "\nstep = forward + backward + AdamW (each phase synchronised), median of `steps` after \
          warm-up; best = fastest step; fwd/bwd/opt = median phase times; tok/s = target tokens \
          per median step.\n\
-         * GFLOP/s = 6·P·T / median step time with P = base parameters (tied embedding counted \
-         once, as the head), T = target tokens, i.e. 2·P·T forward + 4·P·T backward, ignoring \
-         attention. That is an UPPER BOUND on the work LoRA needs (a frozen base needs no \
-         weight gradients: ≈4·P·T), but about what candle does, since its backprop computes \
-         the gradient of both matmul operands. % mm = that rate over the matmul reference.\n\
-         peak MiB = VmHWM, {}",
-        if resets {
-            "reset before each config via /proc/self/clear_refs"
-        } else {
-            "process-wide (configs run in ascending size)"
-        }
+         GFLOP/s = useful matmul FLOPs per step / median step: forward F = 2·T·(linear weights \
+         incl. LoRA) + 2·rows·V·H (head) + 4·B·S²·H·layers (attention); backward 2F in full \
+         mode, F_linear + 2·(F_attention + F_adapters) in LoRA mode (frozen weights need no \
+         weight gradient). mm GF = candle f32 1024³ matmul, median of 5, measured by the same \
+         process just before its run; % mm = GFLOP/s over that.\n\
+         peak MiB = VmHWM of the run's process, reset before the model is built.\n\
+         torch tok/s = PyTorch 2.x eager f32 target for this machine kind (S–XL were given \
+         without a mode and apply to both); ratio = tok/s / torch tok/s (> 1: faster)."
     );
     Ok(())
 }

@@ -6,13 +6,13 @@
 //! targets, and with causal attention they cannot influence the real positions before them.
 
 use candle_core::{Device, Tensor};
-use candle_nn::ops::log_softmax;
 use cgfed_core::{Error, Example, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::Llama;
+use crate::ops::cross_entropy::cross_entropy_sum;
 
 /// Token id used for padding (any valid id works: padded positions are masked out).
 pub const PAD_ID: u32 = 0;
@@ -102,14 +102,12 @@ impl Batch {
 /// Sum of the negative log-likelihoods of the batch's targets: a differentiable scalar.
 /// Divide by [`Batch::num_targets`] for the mean.
 ///
-/// Only the target rows go through the output head and the log-softmax.
+/// Only the target rows go through the output head and the (fused) cross-entropy.
 pub fn nll_sum(model: &Llama, batch: &Batch) -> Result<Tensor> {
     let h = model.hidden(&batch.ids)?;
     let hidden = model.spec().hidden_size;
     let h = h.reshape(((), hidden))?.index_select(&batch.rows, 0)?;
-    let logp = log_softmax(&model.head(&h)?, 1)?;
-    let picked = logp.gather(&batch.targets.unsqueeze(1)?, 1)?;
-    Ok(picked.sum_all()?.neg()?)
+    cross_entropy_sum(&model.head(&h)?, &batch.targets)
 }
 
 /// Mean next-token loss of the batch (a differentiable scalar).

@@ -50,6 +50,7 @@ pub mod hf;
 pub mod init;
 pub mod lora;
 pub mod model;
+pub mod ops;
 pub mod peft;
 pub mod source;
 pub mod tokenizer;

@@ -42,6 +42,7 @@ use cgfed_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::init;
+use crate::ops::frozen_linear::frozen_linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -347,7 +348,8 @@ impl LoraLinear {
         };
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        // Frozen base weight: skip its gradient (falls back to matmul when it is a Var).
+        let mut y = frozen_linear(&x2, &self.weight)?;
         if let Some(ad) = &self.adapter {
             let xa = match dropout {
                 Some(d) => d.apply(&x2)?,

@@ -1,11 +1,14 @@
 //! [`Llama`]: a trainable LLaMA decoder built only from differentiable candle ops.
 //!
 //! candle-transformers' LLaMA is inference-only and uses fused ops without a backward pass
-//! (see PLATFORM.md), so this one is composed from ops that have one: RMSNorm by
-//! composition ([`candle_nn::ops::rms_norm_slow`]), RoPE in the HF (non-interleaved,
-//! rotate-half) layout via [`candle_nn::rotary_emb::rope_slow`], `softmax` over the last
-//! dimension by composition ([`candle_nn::ops::softmax`]), an additive causal mask,
-//! grouped-query attention by repeating kv heads, and a SwiGLU feed-forward layer.
+//! (see PLATFORM.md), so this one is built from ops that have one: RMSNorm
+//! ([`crate::ops::rms_norm::rms_norm`]), RoPE in the HF (non-interleaved, rotate-half)
+//! layout ([`crate::ops::rope::rope`]), `softmax` over the last dimension by composition
+//! ([`candle_nn::ops::softmax`]), an additive causal mask, grouped-query attention by
+//! repeating kv heads, and a SwiGLU feed-forward layer ([`crate::ops::swiglu::swiglu`]).
+//! The three `ops` are fused custom ops with hand-written backward on the CPU (f32/f64)
+//! and the equivalent candle-nn compositions (`rms_norm_slow`, `rope_slow`,
+//! `silu() * up`) elsewhere.
 //!
 //! Base weights are plain tensors (frozen); only LoRA adapters attached with
 //! [`Llama::attach_lora`] are trainable [`Var`]s — or, for full fine-tuning
@@ -25,13 +28,13 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::ops::{rms_norm_slow, softmax};
-use candle_nn::rotary_emb::rope_slow;
+use candle_nn::ops::softmax;
 use cgfed_core::{Error, Result};
 
 use crate::config::LlamaSpec;
 use crate::init;
 use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraLinear, LoraMode, LoraTarget};
+use crate::ops::{rms_norm::rms_norm, rope::rope, swiglu::swiglu};
 
 /// Standard deviation of the random normal initialisation of the block matrices
 /// (attention and MLP projections), as HF's `initializer_range`.
@@ -586,19 +589,19 @@ impl Llama {
             let a = self.attention(
                 block,
                 i,
-                &rms_norm_slow(&x, &block.input_norm, eps)?,
+                &rms_norm(&x, &block.input_norm, eps)?,
                 &mask,
                 &cos,
                 &sin,
             )?;
             x = (x + a)?;
-            let h = rms_norm_slow(&x, &block.post_norm, eps)?;
-            let gate = self.project(block, i, LoraTarget::GateProj, &h)?.silu()?;
+            let h = rms_norm(&x, &block.post_norm, eps)?;
+            let gate = self.project(block, i, LoraTarget::GateProj, &h)?;
             let up = self.project(block, i, LoraTarget::UpProj, &h)?;
-            let m = self.project(block, i, LoraTarget::DownProj, &(gate * up)?)?;
+            let m = self.project(block, i, LoraTarget::DownProj, &swiglu(&gate, &up)?)?;
             x = (x + m)?;
         }
-        Ok(rms_norm_slow(&x, &self.norm, eps)?)
+        rms_norm(&x, &self.norm, eps)
     }
 
     /// Output head: logits from final hidden states (the embedding matrix when tied).
@@ -670,8 +673,8 @@ impl Llama {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = rope_slow(&heads(LoraTarget::QProj, nh)?, cos, sin)?;
-        let k = rope_slow(&heads(LoraTarget::KProj, nkv)?, cos, sin)?;
+        let q = rope(&heads(LoraTarget::QProj, nh)?, cos, sin)?;
+        let k = rope(&heads(LoraTarget::KProj, nkv)?, cos, sin)?;
         let v = heads(LoraTarget::VProj, nkv)?;
         let k = repeat_kv(&k, nh / nkv)?;
         let v = repeat_kv(&v, nh / nkv)?;
