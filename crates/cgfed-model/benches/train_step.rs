@@ -48,6 +48,11 @@
 //!
 //! `docs/perf-train-step.md` has results, the method and a profile.
 
+/// The `cgfed` binary's allocator (see crates/cgfed-cli/src/main.rs), so the benchmark
+/// measures what a run does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
