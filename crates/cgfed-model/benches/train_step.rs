@@ -1,4 +1,4 @@
-//! Training-step benchmark: forward + backward + AdamW on random LLaMA models, full
+//! Training-step benchmark: forward + backward + AdamW (the trainer's `FusedAdamW`) on random LLaMA models, full
 //! fine-tuning and LoRA (r = 8 on q/k/v/o), at 1 and 2 CPU threads, against PyTorch targets.
 //!
 //! ```text
@@ -58,10 +58,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
+use candle_nn::optim::{Optimizer, ParamsAdamW};
 use cgfed_core::{Example, Result};
 use cgfed_model::batch::{mean_nll, Batch};
 use cgfed_model::device::{check_dtype_for_device, describe_device, parse_device};
+use cgfed_model::optim::FusedAdamW;
 use cgfed_model::{LlamaSpec, LlamaTrainer, LoraConfig, LoraMode, TrainerConfig};
 
 /// One benchmarked shape.
@@ -377,7 +378,7 @@ fn bench_one(cfg: &BenchConfig, mode: &str, s: &Setup) -> Result<Row> {
     let model = trainer.model();
     let vars: Vec<_> = model.trainable().into_iter().map(|(_, v)| v).collect();
     let trainable = vars.iter().map(|v| v.elem_count()).sum();
-    let mut opt = AdamW::new(
+    let mut opt = FusedAdamW::new(
         vars,
         ParamsAdamW {
             lr: trainer.config().lr,

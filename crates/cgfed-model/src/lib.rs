@@ -51,6 +51,7 @@ pub mod init;
 pub mod lora;
 pub mod model;
 pub mod ops;
+pub mod optim;
 pub mod peft;
 pub mod source;
 pub mod tokenizer;

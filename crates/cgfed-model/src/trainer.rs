@@ -21,8 +21,9 @@
 //! With `lora.mode = "full"` the state is every base weight instead (HF names), and local
 //! runs return the full weights' delta.
 
+use crate::optim::FusedAdamW;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW, SGD};
+use candle_nn::optim::{Optimizer, ParamsAdamW, SGD};
 use cgfed_core::config::{ensure, parse_table};
 use cgfed_core::context::mix_seed;
 use cgfed_core::{
@@ -173,14 +174,14 @@ impl TrainerConfig {
 }
 
 enum LocalOptimizer {
-    Adamw(AdamW),
+    Adamw(FusedAdamW),
     Sgd(SGD),
 }
 
 impl LocalOptimizer {
     fn new(cfg: &TrainerConfig, vars: Vec<Var>) -> Result<Self> {
         Ok(match cfg.optimizer {
-            OptimizerKind::Adamw => LocalOptimizer::Adamw(AdamW::new(
+            OptimizerKind::Adamw => LocalOptimizer::Adamw(FusedAdamW::new(
                 vars,
                 ParamsAdamW {
                     lr: cfg.lr,
