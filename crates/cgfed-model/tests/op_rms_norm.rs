@@ -1,21 +1,13 @@
 //! Fused RMSNorm (`ops::rms_norm`) against candle-nn's differentiable `rms_norm_slow`:
 //! values and gradients for x and w, f32 and f64, contiguous and strided inputs, edge shapes.
 
+mod common;
+use common::max_rel;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::ops::rms_norm_slow;
 use cgfed_model::ops::rms_norm::rms_norm;
-
-/// Largest `|a − b| / max(1, |b|)` over all elements.
-fn max_rel(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let b = b.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    Ok(a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max))
-}
 
 fn tols(dtype: DType) -> (f64, f64) {
     match dtype {

@@ -2,21 +2,13 @@
 //! `rope_slow` / `rope_i_slow`: values and input gradients, f32 and f64, contiguous and
 //! strided inputs, longer tables, edge shapes.
 
+mod common;
+use common::max_rel;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rotary_emb::{rope_i_slow, rope_slow};
 use cgfed_model::ops::rope::{rope, rope_interleaved};
-
-/// Largest `|a − b| / max(1, |b|)` over all elements.
-fn max_rel(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let b = b.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    Ok(a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max))
-}
 
 /// Real RoPE tables `[rows, d/2]` for θ = 10000.
 fn tables(rows: usize, d: usize, dtype: DType) -> Result<(Tensor, Tensor)> {

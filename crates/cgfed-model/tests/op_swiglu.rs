@@ -1,20 +1,12 @@
 //! Fused SwiGLU (`ops::swiglu`) against the composition `gate.silu()? * up`: values and
 //! gradients for both inputs, f32 and f64, contiguous and strided inputs, edge shapes.
 
+mod common;
+use common::max_rel;
+
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, Var};
 use cgfed_model::ops::swiglu::swiglu;
-
-/// Largest `|a − b| / max(1, |b|)` over all elements.
-fn max_rel(a: &Tensor, b: &Tensor) -> Result<f64> {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let b = b.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    Ok(a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
-        .fold(0.0, f64::max))
-}
 
 /// The tensor itself, or a strided view with the same values (last two dims swapped twice).
 fn view(t: &Tensor, strided: bool) -> Result<Tensor> {
