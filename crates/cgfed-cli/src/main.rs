@@ -7,12 +7,6 @@ use std::process::ExitCode;
 use cgfed_plugins as _;
 use clap::{Parser, Subcommand}; // link every plugin so the registry sees them
 
-/// mimalloc keeps freed pages for reuse: glibc's malloc returns the large per-step
-/// tensors to the OS and page-faults them back in every training step (measured 25–40 %
-/// slower steps on the M/L benchmark shapes).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod models;
 mod progress;
 
@@ -71,6 +65,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // mimalloc (linked by cgfed-alloc) keeping freed memory for reuse: a training step frees
+    // and reallocates the same large tensors every step (see cgfed-alloc's docs).
+    cgfed_alloc::configure();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match dispatch(cli.command) {

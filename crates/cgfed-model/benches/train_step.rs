@@ -48,10 +48,9 @@
 //!
 //! `docs/perf-train-step.md` has results, the method and a profile.
 
-/// The `cgfed` binary's allocator (see crates/cgfed-cli/src/main.rs), so the benchmark
-/// measures what a run does.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The `cgfed` binary's allocator and its settings (crates/cgfed-alloc), so the benchmark
+// measures what a run does.
+use cgfed_alloc as _;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -528,6 +527,7 @@ fn list_env(key: &str, accepted: &[&str]) -> Result<Vec<String>> {
 }
 
 fn main() {
+    cgfed_alloc::configure();
     if let Err(e) = run() {
         eprintln!("train_step: error: {e}");
         std::process::exit(1);

@@ -42,7 +42,7 @@ use cgfed_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::init;
-use crate::ops::frozen_linear::frozen_linear;
+use crate::ops::linear::linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -348,16 +348,18 @@ impl LoraLinear {
         };
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        // Frozen base weight: skip its gradient (falls back to matmul when it is a Var).
-        let mut y = frozen_linear(&x2, &self.weight)?;
+        // A frozen base weight gets no gradient; a trainable one gets it in its own layout.
+        let mut y = linear(&x2, &self.weight)?;
         if let Some(ad) = &self.adapter {
             let xa = match dropout {
                 Some(d) => d.apply(&x2)?,
                 None => x2.clone(),
             };
-            let h = xa.matmul(&ad.a.as_tensor().t()?)?;
-            let d = h.matmul(&ad.b.as_tensor().t()?)?;
-            y = (y + d.affine(ad.scale, 0.0)?)?;
+            let h = linear(&xa, ad.a.as_tensor())?;
+            // scale · (h Bᵀ) as h (scale · B)ᵀ: the scaling touches the [out, r] factor, not
+            // the [rows, out] product (and its gradient).
+            let d = linear(&h, &ad.b.as_tensor().affine(ad.scale, 0.0)?)?;
+            y = (y + d)?;
         }
         let mut out_dims = lead.to_vec();
         out_dims.push(y.dim(1)?);

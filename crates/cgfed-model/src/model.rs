@@ -3,12 +3,12 @@
 //! candle-transformers' LLaMA is inference-only and uses fused ops without a backward pass
 //! (see PLATFORM.md), so this one is built from ops that have one: RMSNorm
 //! ([`crate::ops::rms_norm::rms_norm`]), RoPE in the HF (non-interleaved, rotate-half)
-//! layout ([`crate::ops::rope::rope`]), `softmax` over the last dimension by composition
-//! ([`candle_nn::ops::softmax`]), an additive causal mask, grouped-query attention by
-//! repeating kv heads, and a SwiGLU feed-forward layer ([`crate::ops::swiglu::swiglu`]).
-//! The three `ops` are fused custom ops with hand-written backward on the CPU (f32/f64)
-//! and the equivalent candle-nn compositions (`rms_norm_slow`, `rope_slow`,
-//! `silu() * up`) elsewhere.
+//! layout ([`crate::ops::rope::rope`]), a causal attention softmax with an optional per-key
+//! padding bias ([`crate::ops::causal_softmax::causal_softmax`]), grouped-query attention
+//! by stacking the query heads that share a kv head (no repeated kv copies), and a SwiGLU
+//! feed-forward layer ([`crate::ops::swiglu::swiglu`]). These `ops` are fused custom ops with
+//! hand-written backward on the CPU (f32/f64) and the equivalent candle-nn compositions
+//! (`rms_norm_slow`, `rope_slow`, mask + `softmax`, `silu() * up`) elsewhere.
 //!
 //! Base weights are plain tensors (frozen); only LoRA adapters attached with
 //! [`Llama::attach_lora`] are trainable [`Var`]s — or, for full fine-tuning
@@ -27,14 +27,13 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::ops::softmax;
+use candle_core::{DType, Device, Tensor, Var};
 use cgfed_core::{Error, Result};
 
 use crate::config::LlamaSpec;
 use crate::init;
 use crate::lora::{LoraAdapter, LoraConfig, LoraDropout, LoraLinear, LoraMode, LoraTarget};
-use crate::ops::{rms_norm::rms_norm, rope::rope, swiglu::swiglu};
+use crate::ops::{causal_softmax::causal_softmax, rms_norm::rms_norm, rope::rope, swiglu::swiglu};
 
 /// Standard deviation of the random normal initialisation of the block matrices
 /// (attention and MLP projections), as HF's `initializer_range`.
@@ -561,27 +560,26 @@ impl Llama {
             t,
             self.spec.hidden_size,
         ))?;
-        let mut mask = causal_mask(t, self.dtype, &self.device)?;
-        if let Some(m) = attention_mask {
-            if m.dims() != [b, t] {
-                return Err(Error::InvalidInput(format!(
-                    "attention mask has shape {:?}, ids have [{b}, {t}]",
-                    m.dims()
-                )));
+        let key_bias = match attention_mask {
+            None => None,
+            Some(m) => {
+                if m.dims() != [b, t] {
+                    return Err(Error::InvalidInput(format!(
+                        "attention mask has shape {:?}, ids have [{b}, {t}]",
+                        m.dims()
+                    )));
+                }
+                // [b, t]: a large finite negative for padded keys (not -inf, so a row whose
+                // every key is padding still gives finite, ignorable values).
+                let neg = if self.dtype == DType::F16 {
+                    -6.0e4
+                } else {
+                    -1.0e30
+                };
+                let keep = m.to_dtype(DType::F32)?.ne(0f64)?.to_dtype(DType::F32)?;
+                Some(((keep - 1.0)? * -neg)?.to_dtype(self.dtype)?)
             }
-            // [b, 1, 1, t]: a large finite negative for padded keys (not -inf, so a row whose
-            // every key is padding still gives finite, ignorable values).
-            let neg = if self.dtype == DType::F16 {
-                -6.0e4
-            } else {
-                -1.0e30
-            };
-            let keep = m.to_dtype(DType::F32)?.ne(0f64)?.to_dtype(DType::F32)?;
-            let pad = ((keep - 1.0)? * -neg)?
-                .to_dtype(self.dtype)?
-                .reshape((b, 1, 1, t))?;
-            mask = pad.broadcast_add(&mask)?;
-        }
+        };
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let eps = self.spec.rms_norm_eps as f32;
@@ -590,7 +588,7 @@ impl Llama {
                 block,
                 i,
                 &rms_norm(&x, &block.input_norm, eps)?,
-                &mask,
+                key_bias.as_ref(),
                 &cos,
                 &sin,
             )?;
@@ -650,13 +648,14 @@ impl Llama {
     /// Causal self-attention with RoPE and grouped-query heads.
     ///
     /// # Shapes
-    /// `x` `[b, t, hidden]`, `mask` `[t, t]` or `[b, 1, t, t]`, `cos`/`sin` `[t, head_dim / 2]` → `[b, t, hidden]`.
+    /// `x` `[b, t, hidden]`, `key_bias` `[b, t]` (additive, per key), `cos`/`sin`
+    /// `[t, head_dim / 2]` → `[b, t, hidden]`.
     fn attention(
         &self,
         block: &Block,
         layer: usize,
         x: &Tensor,
-        mask: &Tensor,
+        key_bias: Option<&Tensor>,
         cos: &Tensor,
         sin: &Tensor,
     ) -> Result<Tensor> {
@@ -676,36 +675,19 @@ impl Llama {
         let q = rope(&heads(LoraTarget::QProj, nh)?, cos, sin)?;
         let k = rope(&heads(LoraTarget::KProj, nkv)?, cos, sin)?;
         let v = heads(LoraTarget::VProj, nkv)?;
-        let k = repeat_kv(&k, nh / nkv)?;
-        let v = repeat_kv(&v, nh / nkv)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let probs = softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
+        // Grouped-query attention without repeat_kv copies: the `rep` query heads that share a
+        // kv head are stacked along the rows, [b, nkv, rep · t, hd] (a free reshape, since
+        // query head i uses kv head i / rep); the causal softmax knows row r is position r mod t.
+        let rep = nh / nkv;
+        let scores = q.reshape((b, nkv, rep * t, hd))?.matmul(&k.t()?)?;
+        let probs = causal_softmax(&scores, 1.0 / (hd as f64).sqrt(), key_bias)?;
         let y = probs
             .matmul(&v)?
+            .reshape((b, nh, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, nh * hd))?;
         self.project(block, layer, LoraTarget::OProj, &y)
     }
-}
-
-/// `[b, n_kv, t, d]` → `[b, n_kv * rep, t, d]`, kv head `j` serving query heads
-/// `j * rep .. (j + 1) * rep` (HF's `repeat_kv`).
-fn repeat_kv(x: &Tensor, rep: usize) -> Result<Tensor> {
-    if rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, n, t, d) = x.dims4()?;
-    Ok(x.unsqueeze(2)?
-        .broadcast_as((b, n, rep, t, d))?
-        .reshape((b, n * rep, t, d))?)
-}
-
-/// `[t, t]` additive mask: 0 where key ≤ query, −∞ above the diagonal.
-fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let v: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Ok(Tensor::from_vec(v, (t, t), device)?.to_dtype(dtype)?)
 }
 
 /// RoPE tables `[max_seq_len, head_dim / 2]` (HF layout: frequency `θ^(-2i/d)` for pair

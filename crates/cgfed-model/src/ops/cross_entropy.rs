@@ -15,78 +15,7 @@ use std::sync::OnceLock;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use cgfed_core::{Error, Result};
 
-/// Floating-point element types the fused kernel handles.
-trait Real: Copy + PartialOrd + Send + Sync + 'static {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-    fn exp(self) -> Self;
-    fn sub(self, o: Self) -> Self;
-    fn neg_infinity() -> Self;
-    fn wrap(v: Vec<Self>) -> CpuStorage;
-}
-
-impl Real for f32 {
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn exp(self) -> Self {
-        f32::exp(self)
-    }
-    fn sub(self, o: Self) -> Self {
-        self - o
-    }
-    fn neg_infinity() -> Self {
-        f32::NEG_INFINITY
-    }
-    fn wrap(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::F32(v)
-    }
-}
-
-impl Real for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    fn sub(self, o: Self) -> Self {
-        self - o
-    }
-    fn neg_infinity() -> Self {
-        f64::NEG_INFINITY
-    }
-    fn wrap(v: Vec<Self>) -> CpuStorage {
-        CpuStorage::F64(v)
-    }
-}
-
-/// Below this many logits a single thread does the work.
-const PAR_MIN_ELEMS: usize = 1 << 16;
-
-/// Run `f(first_row, rows_chunk)` over `out` split into row blocks of `row_len`, on
-/// candle's CPU thread count when the work is large enough.
-fn par_rows<T: Send>(out: &mut [T], row_len: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let rows = out.len().checked_div(row_len).unwrap_or(0);
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.max(1));
-    if threads == 1 || out.len() < PAR_MIN_ELEMS {
-        f(0, out);
-        return;
-    }
-    let per = rows.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (i, chunk) in out.chunks_mut(per * row_len).enumerate() {
-            let f = &f;
-            s.spawn(move || f(i * per, chunk));
-        }
-    });
-}
+use super::kernel::{par_rows, par_rows_with_work, Real};
 
 /// Error unless every target id is below `vocab`.
 fn check_targets(targets: &[u32], vocab: usize) -> candle_core::Result<()> {
@@ -137,31 +66,20 @@ fn ce_forward<T: Real>(
             let m = row
                 .iter()
                 .fold(T::neg_infinity(), |m, &x| if x > m { x } else { m });
-            let sum: f64 = row.iter().map(|&x| x.sub(m).exp().to_f64()).sum();
+            let sum: f64 = row.iter().map(|&x| (x - m).exp().to_f64()).sum();
             *st = (m.to_f64(), sum.ln());
         }
     };
-    if n * vocab >= PAR_MIN_ELEMS {
-        let threads = candle_core::utils::get_num_threads().clamp(1, n.max(1));
-        let per = n.div_ceil(threads).max(1);
-        std::thread::scope(|s| {
-            for (c, chunk) in row_stats.chunks_mut(per).enumerate() {
-                let f = &f;
-                s.spawn(move || f(c * per, chunk));
-            }
-        });
-    } else {
-        f(0, &mut row_stats);
-    }
+    par_rows_with_work(&mut row_stats, 1, n * vocab, f);
     let mut total = 0f64;
     for (i, (&(m, ls), &t)) in row_stats.iter().zip(targets).enumerate() {
         // Same rounding as log_softmax: (x − max) − ln Σ.
         let x = logits[i * vocab + t as usize];
-        let logp = x.sub(T::from_f64(m)).to_f64() - ls;
+        let logp = (x - T::from_f64(m)).to_f64() - ls;
         total -= logp;
     }
     let _ = stats.set(row_stats);
-    Ok(T::wrap(vec![T::from_f64(total)]))
+    Ok(T::to_cpu_storage_owned(vec![T::from_f64(total)]))
 }
 
 /// Backward: `g · (softmax − onehot)`, one pass.
@@ -180,13 +98,13 @@ fn ce_backward<T: Real>(
             let (m, ls) = (T::from_f64(m), T::from_f64(ls));
             let row = &logits[i * vocab..(i + 1) * vocab];
             for (o, &x) in orow.iter_mut().zip(row) {
-                *o = T::from_f64(x.sub(m).sub(ls).exp().to_f64() * g);
+                *o = T::from_f64((x - m - ls).exp().to_f64() * g);
             }
             let t = targets[i] as usize;
             orow[t] = T::from_f64(orow[t].to_f64() - g);
         }
     });
-    T::wrap(out)
+    T::to_cpu_storage_owned(out)
 }
 
 /// Per-row statistics computed anew (when the forward's were not kept).
@@ -197,7 +115,7 @@ fn row_stats<T: Real>(logits: &[T], vocab: usize) -> RowStats {
             let m = row
                 .iter()
                 .fold(T::neg_infinity(), |m, &x| if x > m { x } else { m });
-            let sum: f64 = row.iter().map(|&x| x.sub(m).exp().to_f64()).sum();
+            let sum: f64 = row.iter().map(|&x| (x - m).exp().to_f64()).sum();
             (m.to_f64(), sum.ln())
         })
         .collect()

@@ -3,8 +3,10 @@
 //! gradients of frozen weights). Each op is tested against the slow differentiable
 //! composition it replaces: values and gradients within stated tolerances.
 
+pub mod causal_softmax;
 pub mod cross_entropy;
-pub mod frozen_linear;
+mod kernel;
+pub mod linear;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

@@ -6,9 +6,10 @@
 //! for `x` always, for `w` only when `w` is tracked (a [`candle_core::Var`] or computed
 //! from one), so a frozen norm weight costs nothing.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType, D};
 use cgfed_core::{Error, Result};
+
+use super::kernel::{par_rows, run_kernel, Kernel, Real};
 
 /// RMSNorm over the last dimension: `y = x / sqrt(mean(x²) + eps) * w`.
 ///
@@ -52,19 +53,6 @@ fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64)
 }
 
-/// The contiguous slice a layout views, or an error for a strided one.
-fn slice<'a, T: WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("rms_norm: {what} must be contiguous"),
-    }
-}
-
 /// `1 / sqrt(mean(row²) + eps)`, accumulated in f64.
 fn inv_rms<T: WithDType>(row: &[T], eps: f64) -> T {
     let ss: f64 = row
@@ -82,15 +70,24 @@ struct RmsNorm {
     eps: f64,
 }
 
-impl RmsNorm {
-    fn fwd<T: WithDType>(&self, x: &[T], w: &[T]) -> Vec<T> {
+impl Kernel for RmsNorm {
+    const NAME: &'static str = "rms_norm";
+    const INPUTS: &'static [&'static str] = &["x", "w"];
+
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let (x, w) = (inputs[0], inputs[1]);
         let d = w.len();
-        let mut y = Vec::with_capacity(x.len());
-        for row in x.chunks_exact(d) {
-            let r = inv_rms(row, self.eps);
-            y.extend(row.iter().zip(w).map(|(&v, &wi)| v * r * wi));
-        }
-        y
+        let mut y = vec![T::zero(); x.len()];
+        par_rows(&mut y, d, |first, block| {
+            let xs = &x[first * d..first * d + block.len()];
+            for (out, row) in block.chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
+                let r = inv_rms(row, self.eps);
+                for ((o, &v), &wi) in out.iter_mut().zip(row).zip(w) {
+                    *o = v * r * wi;
+                }
+            }
+        });
+        Ok(y)
     }
 }
 
@@ -106,19 +103,7 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_cpu_storage_owned(self.fwd::<f32>(slice(s1, l1, "x")?, slice(s2, l2, "w")?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_cpu_storage_owned(self.fwd::<f64>(slice(s1, l1, "x")?, slice(s2, l2, "w")?))
-            }
-            _ => candle_core::bail!(
-                "rms_norm: unsupported dtypes {:?}/{:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
+        let y = run_kernel(self, &[(s1, l1), (s2, l2)])?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -164,40 +149,60 @@ struct RmsNormBwd {
     with_w: bool,
 }
 
-impl RmsNormBwd {
+impl Kernel for RmsNormBwd {
+    const NAME: &'static str = "rms_norm backward";
+    const INPUTS: &'static [&'static str] = &["x", "w", "output gradient"];
+
     /// With `r = 1/rms(x)`, `x̂ = x r`, `u = dy ⊙ w`:
     /// `dx = r (u − x̂ mean(u ⊙ x̂))`, `dw = Σ_rows dy ⊙ x̂`.
-    fn run<T: WithDType>(&self, x: &[T], w: &[T], g: &[T]) -> Vec<T> {
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let (x, w, g) = (inputs[0], inputs[1], inputs[2]);
         let d = w.len();
         let n = if self.with_x { x.len() } else { 0 };
-        let mut out = Vec::with_capacity(n + if self.with_w { d } else { 0 });
-        let mut dw = vec![0f64; if self.with_w { d } else { 0 }];
-        for (row, gr) in x.chunks_exact(d).zip(g.chunks_exact(d)) {
-            let r = inv_rms(row, self.eps);
-            if self.with_x {
-                // mean(u ⊙ x̂) = r/d · Σ dy w x
-                let dot: f64 = row
-                    .iter()
-                    .zip(gr)
-                    .zip(w)
-                    .map(|((&v, &gi), &wi)| (v * gi * wi).to_f64())
-                    .sum();
-                let c = T::from_f64(dot / d as f64) * r * r;
-                out.extend(
-                    row.iter()
+        let mut out = vec![T::zero(); n + if self.with_w { d } else { 0 }];
+        let (dx, dw_out) = out.split_at_mut(n);
+        // Rows `first..first + rows` of dx (when wanted) and their partial dw (when wanted).
+        let rows = |first: usize, rows: usize, dx: Option<&mut [T]>| -> Vec<f64> {
+            let mut dw = vec![0f64; if self.with_w { d } else { 0 }];
+            let xs = &x[first * d..(first + rows) * d];
+            let gs = &g[first * d..(first + rows) * d];
+            let mut dx_rows = dx.map(|b| b.chunks_exact_mut(d));
+            for (row, gr) in xs.chunks_exact(d).zip(gs.chunks_exact(d)) {
+                let r = inv_rms(row, self.eps);
+                if let Some(out) = dx_rows.as_mut().and_then(Iterator::next) {
+                    // mean(u ⊙ x̂) = r/d · Σ dy w x
+                    let dot: f64 = row
+                        .iter()
                         .zip(gr)
                         .zip(w)
-                        .map(|((&v, &gi), &wi)| r * (gi * wi - v * c)),
-                );
-            }
-            if self.with_w {
-                for ((acc, &v), &gi) in dw.iter_mut().zip(row).zip(gr) {
-                    *acc += (gi * v * r).to_f64();
+                        .map(|((&v, &gi), &wi)| (v * gi * wi).to_f64())
+                        .sum();
+                    let c = T::from_f64(dot / d as f64) * r * r;
+                    for (o, ((&v, &gi), &wi)) in out.iter_mut().zip(row.iter().zip(gr).zip(w)) {
+                        *o = r * (gi * wi - v * c);
+                    }
+                }
+                if self.with_w {
+                    for ((acc, &v), &gi) in dw.iter_mut().zip(row).zip(gr) {
+                        *acc += (gi * v * r).to_f64();
+                    }
                 }
             }
+            dw
+        };
+        let partial = if self.with_x {
+            par_rows(dx, d, |first, block| {
+                rows(first, block.len() / d, Some(block))
+            })
+        } else {
+            vec![rows(0, x.len() / d, None)]
+        };
+        if self.with_w {
+            for (k, o) in dw_out.iter_mut().enumerate() {
+                *o = T::from_f64(partial.iter().map(|p| p[k]).sum());
+            }
         }
-        out.extend(dw.into_iter().map(T::from_f64));
-        out
+        Ok(out)
     }
 }
 
@@ -221,28 +226,7 @@ impl CustomOp3 for RmsNormBwd {
         } else {
             0
         } + if self.with_w { d } else { 0 };
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_cpu_storage_owned(self.run::<f32>(
-                    slice(s1, l1, "x")?,
-                    slice(s2, l2, "w")?,
-                    slice(s3, l3, "dy")?,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_cpu_storage_owned(self.run::<f64>(
-                    slice(s1, l1, "x")?,
-                    slice(s2, l2, "w")?,
-                    slice(s3, l3, "dy")?,
-                ))
-            }
-            _ => candle_core::bail!(
-                "rms_norm backward: unsupported dtypes {:?}/{:?}/{:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
+        let out = run_kernel(self, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((out, Shape::from(len)))
     }
 }

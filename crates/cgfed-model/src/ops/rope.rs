@@ -7,9 +7,10 @@
 //! backward, where the compositions take five to eight ops (two `cat`s, a `narrow` pair, a
 //! `neg`, broadcast products) each way. candle-nn's fused `rope`/`rope_i` have no backward.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use cgfed_core::{Error, Result};
+
+use super::kernel::{par_rows, run_kernel, Kernel, Real};
 
 /// RoPE in the HF layout: channel `i < d/2` pairs with `i + d/2`, rotated by the angle whose
 /// cosine and sine are `cos[t, i]`, `sin[t, i]`.
@@ -94,75 +95,65 @@ fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Te
         Rope {
             interleaved,
             inverse: false,
+            d,
         },
     )?)
-}
-
-/// The contiguous slice a layout views, or an error for a strided one.
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("rope: inputs must be contiguous"),
-    }
 }
 
 /// `(x, cos, sin) → rotated x`; `inverse` rotates by −θ (the backward).
 struct Rope {
     interleaved: bool,
     inverse: bool,
+    /// Head dimension (channels per row).
+    d: usize,
 }
 
-impl Rope {
+impl Kernel for Rope {
+    const NAME: &'static str = "rope";
+    const INPUTS: &'static [&'static str] = &["x", "cos", "sin"];
+
     /// Rotates every `[t, d]` block of `x` (`d = 2 · half`, `half = cos.len() / t`).
-    fn run<T: WithDType>(&self, x: &[T], cos: &[T], sin: &[T], d: usize) -> Vec<T> {
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let (x, cos, sin, d) = (inputs[0], inputs[1], inputs[2], self.d);
         let half = d / 2;
         let table = cos.len(); // t · half
-        let mut y = Vec::with_capacity(x.len());
+        let mut y = vec![T::zero(); x.len()];
         // The pair (a, b) → (a c − b s, b c + a s); inverse: s → −s.
         let neg = self.inverse;
-        for (r, row) in x.chunks_exact(d).enumerate() {
-            let at = (r * half) % table;
-            let (c, s) = (&cos[at..at + half], &sin[at..at + half]);
-            if self.interleaved {
-                for ((p, &ci), &si) in row.chunks_exact(2).zip(c).zip(s) {
-                    let si = if neg { T::zero() - si } else { si };
-                    let (a, b) = (p[0], p[1]);
-                    y.push(a * ci - b * si);
-                    y.push(b * ci + a * si);
-                }
-            } else {
-                let (lo, hi) = row.split_at(half);
-                if neg {
-                    y.extend(
-                        lo.iter()
-                            .zip(hi)
-                            .zip(c.iter().zip(s))
-                            .map(|((&a, &b), (&ci, &si))| a * ci + b * si),
-                    );
-                    y.extend(
-                        lo.iter()
-                            .zip(hi)
-                            .zip(c.iter().zip(s))
-                            .map(|((&a, &b), (&ci, &si))| b * ci - a * si),
-                    );
+        par_rows(&mut y, d, |first, block| {
+            for (i, out) in block.chunks_exact_mut(d).enumerate() {
+                let r = first + i;
+                let row = &x[r * d..(r + 1) * d];
+                let at = (r * half) % table;
+                let (c, s) = (&cos[at..at + half], &sin[at..at + half]);
+                if self.interleaved {
+                    for ((o, p), (&ci, &si)) in out
+                        .chunks_exact_mut(2)
+                        .zip(row.chunks_exact(2))
+                        .zip(c.iter().zip(s))
+                    {
+                        let si = if neg { T::zero() - si } else { si };
+                        let (a, b) = (p[0], p[1]);
+                        o[0] = a * ci - b * si;
+                        o[1] = b * ci + a * si;
+                    }
                 } else {
-                    y.extend(
-                        lo.iter()
-                            .zip(hi)
-                            .zip(c.iter().zip(s))
-                            .map(|((&a, &b), (&ci, &si))| a * ci - b * si),
-                    );
-                    y.extend(
-                        lo.iter()
-                            .zip(hi)
-                            .zip(c.iter().zip(s))
-                            .map(|((&a, &b), (&ci, &si))| b * ci + a * si),
-                    );
+                    let (lo, hi) = row.split_at(half);
+                    let (olo, ohi) = out.split_at_mut(half);
+                    for (((ol, oh), (&a, &b)), (&ci, &si)) in olo
+                        .iter_mut()
+                        .zip(ohi.iter_mut())
+                        .zip(lo.iter().zip(hi))
+                        .zip(c.iter().zip(s))
+                    {
+                        let si = if neg { T::zero() - si } else { si };
+                        *ol = a * ci - b * si;
+                        *oh = b * ci + a * si;
+                    }
                 }
             }
-        }
-        y
+        });
+        Ok(y)
     }
 }
 
@@ -194,30 +185,14 @@ impl CustomOp3 for Rope {
                 l1.shape()
             );
         }
-        let y = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_cpu_storage_owned(self.run::<f32>(
-                    slice(s1, l1)?,
-                    slice(s2, l2)?,
-                    slice(s3, l3)?,
-                    d,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_cpu_storage_owned(self.run::<f64>(
-                    slice(s1, l1)?,
-                    slice(s2, l2)?,
-                    slice(s3, l3)?,
-                    d,
-                ))
-            }
-            _ => candle_core::bail!(
-                "rope: unsupported dtypes {:?}/{:?}/{:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
+        if d != self.d {
+            candle_core::bail!(
+                "rope: input {:?} does not have head_dim {}",
+                l1.shape(),
+                self.d
+            );
+        }
+        let y = run_kernel(self, &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((y, l1.shape().clone()))
     }
 
@@ -236,6 +211,7 @@ impl CustomOp3 for Rope {
         let inverse = Rope {
             interleaved: self.interleaved,
             inverse: !self.inverse,
+            d: self.d,
         };
         let dx = g.contiguous()?.apply_op3_no_bwd(cos, sin, &inverse)?;
         Ok((Some(dx), None, None))

@@ -5,9 +5,10 @@
 //! makes one pass forward and one backward, producing only the gradients that are needed
 //! (an input that is not tracked — a frozen projection's output — gets none).
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use cgfed_core::{Error, Result};
+
+use super::kernel::{par_rows, par_rows2, run_kernel, Kernel, Real, ELEMWISE_BLOCK};
 
 /// `silu(gate) ⊙ up`, with `silu(g) = g · sigmoid(g)`.
 ///
@@ -42,35 +43,26 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok(gate.apply_op2(&up, SwiGlu)?)
 }
 
-/// Real scalars the kernel runs on.
-trait Real: WithDType {
-    /// `1 / (1 + e^(−self))`.
-    fn sigmoid(self) -> Self;
-}
-
-impl Real for f32 {
-    fn sigmoid(self) -> Self {
-        1.0 / (1.0 + (-self).exp())
-    }
-}
-
-impl Real for f64 {
-    fn sigmoid(self) -> Self {
-        1.0 / (1.0 + (-self).exp())
-    }
-}
-
-/// The contiguous slice a layout views, or an error for a strided one.
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [T]> {
-    let data = T::cpu_storage_as_slice(s)?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("swiglu: inputs must be contiguous"),
-    }
-}
-
 /// Forward op: `(gate, up) → silu(gate) ⊙ up`.
 struct SwiGlu;
+
+impl Kernel for SwiGlu {
+    const NAME: &'static str = "swiglu";
+    const INPUTS: &'static [&'static str] = &["gate", "up"];
+
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let (gate, up) = (inputs[0], inputs[1]);
+        let mut y = vec![T::zero(); gate.len()];
+        par_rows(&mut y, ELEMWISE_BLOCK, |first, block| {
+            let at = first * ELEMWISE_BLOCK;
+            let (g, u) = (&gate[at..at + block.len()], &up[at..at + block.len()]);
+            for ((o, &g), &u) in block.iter_mut().zip(g).zip(u) {
+                *o = g * g.sigmoid() * u;
+            }
+        });
+        Ok(y)
+    }
+}
 
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
@@ -84,26 +76,7 @@ impl CustomOp2 for SwiGlu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(g: &[T], u: &[T]) -> Vec<T> {
-            g.iter()
-                .zip(u)
-                .map(|(&g, &u)| g * g.sigmoid() * u)
-                .collect()
-        }
-        let y = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_cpu_storage_owned(run::<f32>(slice(s1, l1)?, slice(s2, l2)?))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_cpu_storage_owned(run::<f64>(slice(s1, l1)?, slice(s2, l2)?))
-            }
-            _ => candle_core::bail!(
-                "swiglu: unsupported dtypes {:?}/{:?}",
-                s1.dtype(),
-                s2.dtype()
-            ),
-        };
-        Ok((y, l1.shape().clone()))
+        Ok((run_kernel(self, &[(s1, l1), (s2, l2)])?, l1.shape().clone()))
     }
 
     fn bwd(
@@ -145,23 +118,54 @@ struct SwiGluBwd {
     with_up: bool,
 }
 
-impl SwiGluBwd {
+impl Kernel for SwiGluBwd {
+    const NAME: &'static str = "swiglu backward";
+    const INPUTS: &'static [&'static str] = &["gate", "up", "output gradient"];
+
     /// With `s = sigmoid(g)`: `dgate = dy ⊙ up ⊙ s (1 + g (1 − s))`, `dup = dy ⊙ g s`.
-    fn run<T: Real>(&self, gate: &[T], up: &[T], dy: &[T]) -> Vec<T> {
+    fn run<T: Real>(&self, inputs: &[&[T]]) -> candle_core::Result<Vec<T>> {
+        let (gate, up, dy) = (inputs[0], inputs[1], inputs[2]);
         let n = gate.len();
         let parts = usize::from(self.with_gate) + usize::from(self.with_up);
-        let mut out = Vec::with_capacity(parts * n);
-        let one = T::from_f64(1.0);
-        if self.with_gate {
-            out.extend(gate.iter().zip(up).zip(dy).map(|((&g, &u), &d)| {
+        let mut out = vec![T::zero(); parts * n];
+        let one = T::one();
+        let dgate = |at: usize, o: &mut [T]| {
+            let end = at + o.len();
+            for (o, ((&g, &u), &d)) in o
+                .iter_mut()
+                .zip(gate[at..end].iter().zip(&up[at..end]).zip(&dy[at..end]))
+            {
                 let s = g.sigmoid();
-                d * u * s * (one + g * (one - s))
-            }));
+                *o = d * u * s * (one + g * (one - s));
+            }
+        };
+        let dup = |at: usize, o: &mut [T]| {
+            let end = at + o.len();
+            for (o, (&g, &d)) in o.iter_mut().zip(gate[at..end].iter().zip(&dy[at..end])) {
+                *o = d * g * g.sigmoid();
+            }
+        };
+        match (self.with_gate, self.with_up) {
+            (true, true) => {
+                let (a, b) = out.split_at_mut(n);
+                par_rows2(a, b, ELEMWISE_BLOCK, |first, a, b| {
+                    dgate(first * ELEMWISE_BLOCK, a);
+                    dup(first * ELEMWISE_BLOCK, b);
+                });
+            }
+            (true, false) => {
+                par_rows(&mut out, ELEMWISE_BLOCK, |first, o| {
+                    dgate(first * ELEMWISE_BLOCK, o)
+                });
+            }
+            (false, true) => {
+                par_rows(&mut out, ELEMWISE_BLOCK, |first, o| {
+                    dup(first * ELEMWISE_BLOCK, o)
+                });
+            }
+            (false, false) => {}
         }
-        if self.with_up {
-            out.extend(gate.iter().zip(dy).map(|(&g, &d)| d * g * g.sigmoid()));
-        }
-        out
+        Ok(out)
     }
 }
 
@@ -179,30 +183,9 @@ impl CustomOp3 for SwiGluBwd {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let n = l1.shape().elem_count();
-        let len = n * (usize::from(self.with_gate) + usize::from(self.with_up));
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                f32::to_cpu_storage_owned(self.run::<f32>(
-                    slice(s1, l1)?,
-                    slice(s2, l2)?,
-                    slice(s3, l3)?,
-                ))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                f64::to_cpu_storage_owned(self.run::<f64>(
-                    slice(s1, l1)?,
-                    slice(s2, l2)?,
-                    slice(s3, l3)?,
-                ))
-            }
-            _ => candle_core::bail!(
-                "swiglu backward: unsupported dtypes {:?}/{:?}/{:?}",
-                s1.dtype(),
-                s2.dtype(),
-                s3.dtype()
-            ),
-        };
+        let out = run_kernel(self, &[(s1, l1), (s2, l2), (s3, l3)])?;
+        let parts = usize::from(self.with_gate) + usize::from(self.with_up);
+        let len = l1.shape().elem_count() * parts;
         Ok((out, Shape::from(len)))
     }
 }

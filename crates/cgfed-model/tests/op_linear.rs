@@ -2,7 +2,7 @@
 //! gradient for a frozen weight, a weight gradient for a trainable one.
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use cgfed_model::ops::frozen_linear::frozen_linear;
+use cgfed_model::ops::linear::linear;
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     a.sub(b)
@@ -54,7 +54,7 @@ fn check(x_shape: &[usize], out_dim: usize, dtype: DType, tol: f64) {
         .unwrap();
 
     let x = Var::from_tensor(&x0).unwrap();
-    let y_fast = frozen_linear(x.as_tensor(), &w).unwrap();
+    let y_fast = linear(x.as_tensor(), &w).unwrap();
     let y_ref = plain(x.as_tensor(), &w);
     assert_eq!(y_fast.dims(), y_ref.dims());
     assert_eq!(
@@ -120,7 +120,7 @@ fn strided_input() {
     let w = Tensor::randn(0f64, 1.0, (3, 6), &dev).unwrap();
     let x = Var::from_tensor(&x0).unwrap();
     let xt = x.as_tensor().transpose(0, 2).unwrap(); // [4, 2, 6]
-    let y_fast = frozen_linear(&xt, &w).unwrap();
+    let y_fast = linear(&xt, &w).unwrap();
     let y_ref = plain(&xt, &w);
     assert!(max_abs_diff(&y_fast, &y_ref) <= 1e-12);
     let g_fast = y_fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -137,7 +137,7 @@ fn trainable_weight_still_gets_its_gradient() {
     let dev = Device::Cpu;
     let x = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, 3, 4), &dev).unwrap()).unwrap();
     let w = Var::from_tensor(&Tensor::randn(0f64, 1.0, (5, 4), &dev).unwrap()).unwrap();
-    let y_fast = frozen_linear(x.as_tensor(), w.as_tensor()).unwrap();
+    let y_fast = linear(x.as_tensor(), w.as_tensor()).unwrap();
     let y_ref = plain(x.as_tensor(), w.as_tensor());
     let g_fast = y_fast.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     let g_ref = y_ref.sqr().unwrap().sum_all().unwrap().backward().unwrap();
@@ -147,7 +147,7 @@ fn trainable_weight_still_gets_its_gradient() {
     }
     // A weight computed from a Var also trains.
     let w2 = w.as_tensor().affine(2.0, 0.0).unwrap();
-    let g = frozen_linear(x.as_tensor(), &w2)
+    let g = linear(x.as_tensor(), &w2)
         .unwrap()
         .sum_all()
         .unwrap()
@@ -161,7 +161,7 @@ fn no_gradient_tracking_without_vars() {
     let dev = Device::Cpu;
     let x = Tensor::randn(0f32, 1.0, (4, 8), &dev).unwrap();
     let w = Tensor::randn(0f32, 1.0, (3, 8), &dev).unwrap();
-    let y = frozen_linear(&x, &w).unwrap();
+    let y = linear(&x, &w).unwrap();
     assert!(!y.track_op());
     assert_eq!(y.dims(), &[4, 3]);
     let s = y.sum(D::Minus1).unwrap();
@@ -173,15 +173,15 @@ fn shape_and_dtype_errors() {
     let dev = Device::Cpu;
     let x = Tensor::zeros((2, 4), DType::F32, &dev).unwrap();
     let w = Tensor::zeros((3, 5), DType::F32, &dev).unwrap();
-    assert!(frozen_linear(&x, &w).is_err());
+    assert!(linear(&x, &w).is_err());
     let w64 = Tensor::zeros((3, 4), DType::F64, &dev).unwrap();
-    assert!(frozen_linear(&x, &w64).is_err());
+    assert!(linear(&x, &w64).is_err());
     let w3 = Tensor::zeros((1, 3, 4), DType::F32, &dev).unwrap();
-    assert!(frozen_linear(&x, &w3).is_err());
+    assert!(linear(&x, &w3).is_err());
     let scalar = Tensor::new(1f32, &dev).unwrap();
-    assert!(frozen_linear(&scalar, &w).is_err());
+    assert!(linear(&scalar, &w).is_err());
     // Empty batch: an empty output of the right shape.
     let empty = Tensor::zeros((0, 4), DType::F32, &dev).unwrap();
     let w4 = Tensor::zeros((3, 4), DType::F32, &dev).unwrap();
-    assert_eq!(frozen_linear(&empty, &w4).unwrap().dims(), &[0, 3]);
+    assert_eq!(linear(&empty, &w4).unwrap().dims(), &[0, 3]);
 }
