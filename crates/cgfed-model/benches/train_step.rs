@@ -34,8 +34,8 @@
 //!   row shown is the run with the median step time (`runs` column);
 //! - `CGFED_BENCH_INPROC=1`: no children: run every selected config and mode in this
 //!   process with its thread count (`RAYON_NUM_THREADS` as set), e.g. under a profiler;
-//! - `CGFED_BENCH_STEPS`: timed steps per run (default per config, above; after 1 warm-up
-//!   step, 2 when there are ≥ 5 timed steps);
+//! - `CGFED_BENCH_STEPS`: timed steps per run (default per config, above; after half as
+//!   many warm-up steps, at least 1 and at most 5);
 //! - `CGFED_BENCH_SEQ`, `CGFED_BENCH_BATCH`: override every config's sequence length and
 //!   batch size (the PyTorch ratios are then meaningless);
 //! - `CGFED_BENCH_DEVICE`: `cpu` (default), `auto`, `cuda`, `cuda:N` (not `cpu`: no
@@ -412,7 +412,10 @@ fn bench_one(cfg: &BenchConfig, mode: &str, s: &Setup) -> Result<Row> {
             optimizer: total - forward - backward,
         })
     };
-    let warmup = if steps >= 5 { 2 } else { 1 };
+    // Half the timed steps (1–5) first: the allocator's pools and the kernels' buffers
+    // settle over the first few steps (10 timed steps after 2 warm-ups left M's median
+    // 20 % above its steady state at 2 threads).
+    let warmup = (steps / 2).clamp(1, 5);
     for i in 0..warmup {
         step(i)?;
     }

@@ -150,3 +150,11 @@ fn other_dtypes_fall_back_to_the_composition() -> Result<()> {
     let _ = y.sum(D::Minus1)?;
     Ok(())
 }
+
+#[test]
+fn large_shapes_take_the_threaded_path_and_agree() -> Result<()> {
+    // 512 · 128 = 65,536 elements, above the kernels' threading threshold: dx is computed in
+    // row blocks on several threads and dw summed from per-block partials.
+    check(&[4, 128, 128], DType::F32, 1e-5, false)?;
+    check(&[2, 160, 96], DType::F64, 1e-5, false)
+}

@@ -157,3 +157,12 @@ fn tracked_tables_and_half_precision_fall_back_to_the_composition() -> Result<()
     );
     Ok(())
 }
+
+#[test]
+fn large_shapes_take_the_threaded_path_and_agree() -> Result<()> {
+    // 4 · 4 · 128 · 32 = 65,536 elements, above the kernels' threading threshold.
+    for interleaved in [false, true] {
+        check((4, 4, 128, 32), 0, DType::F32, true, interleaved)?;
+    }
+    check((2, 3, 96, 64), 5, DType::F64, false, false)
+}

@@ -135,3 +135,11 @@ fn rejects_mismatched_inputs_and_falls_back_for_half() -> Result<()> {
     assert_eq!(max_rel(&swiglu(&g, &u)?, &(g.silu()? * &u)?)?, 0.0);
     Ok(())
 }
+
+#[test]
+fn large_shapes_take_the_threaded_path_and_agree() -> Result<()> {
+    // 4 · 64 · 344 = 88,064 elements, above the kernels' threading threshold (and not a
+    // multiple of the 4,096-element block, so the last block is partial).
+    check(&[4, 64, 344], DType::F32, false)?;
+    check(&[3, 100, 130], DType::F64, true)
+}
