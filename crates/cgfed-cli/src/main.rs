@@ -34,6 +34,16 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Evaluate the configured model on CONFIG's evaluation set with no training: held-out
+    /// loss and perplexity, and multiple-choice accuracy (`[eval] accuracy`). Writes
+    /// `eval.json` into the run directory.
+    Eval {
+        /// Experiment TOML file.
+        config: PathBuf,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
     /// Parse CONFIG and build every part of it without running a round.
     Check {
         /// Experiment TOML file.
@@ -42,10 +52,11 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
-    /// List every registered compressor, aggregator and trainer.
+    /// List every registered compressor, aggregator and trainer, and every asset.
     List,
-    /// Download and verify a named model asset into the cache ($CGFED_HOME, default
-    /// ~/.cache/cgfed), e.g. `cgfed fetch smollm2-135m`.
+    /// Download and verify a named asset (a model file or a data directory) into the cache
+    /// ($CGFED_HOME, default ~/.cache/cgfed), e.g. `cgfed fetch smollm2-135m`; `cgfed list`
+    /// shows them all.
     Fetch {
         /// Asset name.
         name: String,
@@ -91,12 +102,28 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             let cfg = cgfed_runner::load_config(&config, &overrides)?;
             models::prefetch_for(&cfg.model)?;
+            models::prefetch_data(&cfg.data)?;
             let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
             let mut observer = progress::Progress::new(!no_progress);
             let summary = exp.run(&mut observer).map_err(|e| {
                 anyhow::Error::new(e).context(format!("run of {} failed", config.display()))
             })?;
             observer.finish(&summary);
+            Ok(())
+        }
+        Command::Eval { config, overrides } => {
+            let cfg = cgfed_runner::load_config(&config, &overrides)?;
+            models::prefetch_for(&cfg.model)?;
+            models::prefetch_data(&cfg.data)?;
+            let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            println!("{}", exp.data().summary);
+            let ev = exp.evaluate()?;
+            print!("{}", progress::eval_report(&ev));
+            let dir = cfg.run_dir();
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join("eval.json");
+            std::fs::write(&path, serde_json::to_vec_pretty(&ev)?)?;
+            println!("wrote {}", path.display());
             Ok(())
         }
         Command::Check { config, overrides } => {
@@ -115,6 +142,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::List => {
             cgfed_core::registry::check_unique()?;
             print!("{}", list_plugins());
+            print!("{}", models::list_assets(&cgfed_assets::cgfed_home()));
             Ok(())
         }
     }

@@ -1,6 +1,6 @@
 //! Terminal output of a run: a progress bar over rounds and a per-round table.
 
-use cgfed_runner::{Observer, RoundMetrics, RunInfo, RunSummary};
+use cgfed_runner::{AccuracyReport, Evaluation, Observer, RoundMetrics, RunInfo, RunSummary};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints the run header, one table row per round, and a progress bar.
@@ -43,7 +43,59 @@ impl Progress {
             s.rejected_updates,
             s.wall_s
         );
+        for r in &s.accuracy_reports {
+            let before: Vec<String> = r
+                .metrics
+                .keys()
+                .filter_map(|k| {
+                    s.initial_accuracy
+                        .get(k)
+                        .map(|v| format!("{k} {:.1}%", v * 100.0))
+                })
+                .collect();
+            println!(
+                "  final {} (before: {})",
+                accuracy_line(r),
+                before.join(", ")
+            );
+        }
     }
+}
+
+/// `cloze accuracy on 570 items: acc_cloze 41.2%, acc_cloze_norm 44.0% (chance 26.1%)`.
+pub fn accuracy_line(r: &AccuracyReport) -> String {
+    let m: Vec<String> = r
+        .metrics
+        .iter()
+        .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
+        .collect();
+    format!(
+        "{} accuracy on {} items: {} (chance {:.1}%)",
+        r.scoring,
+        r.items,
+        m.join(", "),
+        r.chance * 100.0
+    )
+}
+
+/// The `cgfed eval` report: loss, perplexity, accuracy with per-category rows.
+pub fn eval_report(ev: &Evaluation) -> String {
+    let mut s = format!(
+        "eval loss {:.4} (ppl {:.2}) over {} target tokens; {:.1}s\n",
+        ev.loss, ev.perplexity, ev.tokens, ev.seconds
+    );
+    for r in &ev.accuracy {
+        s.push_str(&accuracy_line(r));
+        s.push('\n');
+        for (cat, m) in &r.by_category {
+            let v: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k} {:.1}%", v * 100.0))
+                .collect();
+            s.push_str(&format!("  {cat:<16} {}\n", v.join(", ")));
+        }
+    }
+    s
 }
 
 impl Observer for Progress {
@@ -59,6 +111,9 @@ impl Observer for Progress {
             info.partition.trim_end().replace('\n', "\n              ")
         );
         println!("  initial eval loss {:.4}", info.initial_eval_loss);
+        for r in &info.initial_accuracy {
+            println!("  initial {}", accuracy_line(r));
+        }
         println!(
             "{:>5} {:>5} {:>10} {:>10} {:>10} {:>10} {:>7} {:>8} {:>8}",
             "round",

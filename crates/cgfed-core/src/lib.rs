@@ -49,7 +49,9 @@ pub use payload::Payload;
 pub use registry::{Factory, Plugin};
 pub use state::ClientState;
 pub use tokenizer::TextTokenizer;
-pub use trainer::{EvalOutcome, Example, LocalOutcome, TrainCtx, Trainer, TrainerInit};
+pub use trainer::{
+    EvalOutcome, Example, LocalOutcome, Score, ScoreRequest, TrainCtx, Trainer, TrainerInit,
+};
 pub use update::{Layout, TensorSpec, Update};
 
 /// Re-exported so plugins use the same candle as the core.

@@ -15,4 +15,9 @@ pub trait TextTokenizer: Send + Sync {
     fn bos_id(&self) -> Option<u32>;
     /// End-of-sequence id, if the tokenizer has one.
     fn eos_id(&self) -> Option<u32>;
+    /// The model's chat template (Jinja source, as in HF `tokenizer_config.json` or GGUF
+    /// `tokenizer.chat_template`), if it has one. Default: none.
+    fn chat_template(&self) -> Option<&str> {
+        None
+    }
 }

@@ -3,7 +3,7 @@
 use candle_core::Device;
 
 use crate::config::PluginTable;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::update::{Layout, Update};
 
 /// One tokenized training or evaluation sequence.
@@ -65,6 +65,42 @@ impl EvalOutcome {
     }
 }
 
+/// One continuation to score after a context, for log-likelihood (multiple-choice)
+/// evaluation: see [`Trainer::score`].
+///
+/// Both parts are token ids without BOS: the trainer adds BOS itself if its model uses one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScoreRequest {
+    /// The conditioning text (e.g. the question prompt). May be empty when the trainer's
+    /// model has a BOS token; trainers may drop its oldest tokens to fit the model.
+    pub context: Vec<u32>,
+    /// The tokens to score (e.g. an answer option, or a letter like `" A"`). Never empty.
+    pub continuation: Vec<u32>,
+}
+
+impl ScoreRequest {
+    /// A request scoring `continuation` after `context`.
+    pub fn new(context: Vec<u32>, continuation: Vec<u32>) -> Self {
+        Self {
+            context,
+            continuation,
+        }
+    }
+}
+
+/// The result of scoring one [`ScoreRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// `Σ log p(continuation token | context, earlier continuation tokens)`, in nats (≤ 0).
+    pub logprob: f64,
+    /// Number of continuation tokens scored (the continuation's length).
+    pub tokens: usize,
+    /// Whether every continuation token is the model's argmax prediction at its position
+    /// (greedy decoding from the context would produce the continuation; ties count as
+    /// argmax).
+    pub greedy: bool,
+}
+
 /// Everything a trainer factory gets to build itself.
 #[derive(Debug, Clone)]
 pub struct TrainerInit<'a> {
@@ -119,6 +155,20 @@ pub trait Trainer: Send {
 
     /// Mean loss of the global state on `data`.
     fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome>;
+
+    /// Log-likelihood of each request's continuation after its context under the current
+    /// global state (no training, no dropout), in the same order as `requests`.
+    ///
+    /// Error for an empty continuation or one that cannot fit the model; contexts that are
+    /// too long are truncated from the left. Default: an error saying the trainer does not
+    /// support scoring.
+    fn score(&mut self, requests: &[ScoreRequest]) -> Result<Vec<Score>> {
+        let _ = requests;
+        Err(Error::Other(format!(
+            "trainer {} does not support scoring",
+            self.name()
+        )))
+    }
 
     /// Device the trainer runs on; decoded updates are placed there. Default: CPU.
     fn device(&self) -> Device {

@@ -14,9 +14,26 @@
 //! eval_fraction = 0.1             # share of windows held out for evaluation; in (0, 1)
 //! # max_eval_examples = 200       # cap on the evaluation set (no cap when left out)
 //! # max_train_examples = 2000     # cap on the training pool before partitioning
-//! partition = "iid"               # accepted: iid
+//! partition = "iid"               # accepted: iid, dirichlet, by-field, shards
+//! partition_field = "label"       # what dirichlet / by-field / shards split on: `label`
+//!                                 # (the answer letter) or an item field (`subject`, `category`…)
+//! dirichlet_alpha = 0.5           # Dirichlet concentration; small = skewed; > 0
+//! shards_per_client = 2           # shards each client gets (`shards`); >= 1
 //! min_examples_per_client = 1     # every client gets at least this many examples; >= 1
+//!
+//! # Datasets (instead of a corpus): fine-tune on one split, evaluate on a disjoint one.
+//! # train = "arc-easy:test"        # a named split (`cgfed_data::datasets::DATASETS`), with an
+//! # eval = "arc-easy:validation"   #   optional slice `[a:b]`/`[:80%]`
+//! # train = "data/train.jsonl"    # or your own file: JSONL ({"text"}, {"prompt","completion"},
+//!                                 #   {"messages"}) or CSV (C-Eval or MMLU layout)
+//! bad_rows = "error"              # a malformed row in a file: error (file + line) or skip
+//! prompt_format = "cloze"         # multiple choice as: cloze (answer text), letter
+//! chat = "auto"                   # the model's chat template: auto (when it has one), on, off
 //! ```
+//!
+//! With `train` set, the examples are prompt/completion pairs with the loss on the
+//! completion, at most `seq_len` tokens each (the prompt is cut from the left); without
+//! `eval`, `eval_fraction` of the training split is held out instead.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,6 +43,38 @@ use cgfed_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{self, CorpusSource};
+use crate::datasets::{is_dataset_spec, DatasetSpec};
+
+/// `data.train` / `data.eval`: a named dataset split, or a user file with an accepted
+/// extension (`.jsonl`, `.json`, `.csv`).
+fn check_source(text: &str, key: &str) -> Result<()> {
+    if is_dataset_spec(text) {
+        return DatasetSpec::parse(text, key).map(|_| ());
+    }
+    let ext = std::path::Path::new(text)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext {
+        Some(e) if crate::userdata::ACCEPTED_EXTENSIONS.contains(&e.as_str()) => Ok(()),
+        _ => DatasetSpec::parse(text, key)
+            .map(|_| ())
+            .map_err(|e| match e {
+                Error::Config { key, message } => Error::Config {
+                    key,
+                    message: format!(
+                        "{message}; or give a data file ({})",
+                        crate::userdata::ACCEPTED_EXTENSIONS
+                            .iter()
+                            .map(|e| format!(".{e}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                },
+                other => other,
+            }),
+    }
+}
 
 /// The built-in corpus used when neither `data.corpus` nor `data.path` is set.
 pub const DEFAULT_CORPUS: &str = "shakespeare-excerpt";
@@ -69,23 +118,45 @@ impl fmt::Display for TokenizerKind {
 
 /// How the training pool is split among clients (`data.partition`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum PartitionMethod {
     /// Shuffle the pool and deal it into shards whose sizes differ by at most one.
     #[default]
     Iid,
+    /// Per value of `partition_field`, client shares drawn from Dirichlet(`dirichlet_alpha`).
+    Dirichlet,
+    /// Each value of `partition_field` goes whole to one client (e.g. MMLU subjects).
+    ByField,
+    /// Sorted by `partition_field`, cut into shards, `shards_per_client` shards each.
+    Shards,
 }
 
 impl PartitionMethod {
     /// Every accepted name, as written in TOML.
-    pub const ACCEPTED: &'static [&'static str] = &["iid"];
+    pub const ACCEPTED: &'static [&'static str] = &["iid", "dirichlet", "by-field", "shards"];
 
     /// The name as written in TOML.
     pub fn as_str(self) -> &'static str {
         match self {
             PartitionMethod::Iid => "iid",
+            PartitionMethod::Dirichlet => "dirichlet",
+            PartitionMethod::ByField => "by-field",
+            PartitionMethod::Shards => "shards",
         }
     }
+}
+
+/// Whether prompts go through the model's chat template (`data.chat`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChatMode {
+    /// When the tokenizer has a chat template (instruct models).
+    #[default]
+    Auto,
+    /// Always (an error if the tokenizer has no template).
+    On,
+    /// Never: plain prompts.
+    Off,
 }
 
 impl fmt::Display for PartitionMethod {
@@ -127,6 +198,26 @@ pub struct DataConfig {
     pub max_train_examples: Option<usize>,
     /// How the training pool is split among clients. Default: `iid`.
     pub partition: PartitionMethod,
+    /// The item field `dirichlet`, `by-field` and `shards` split on. Default: `label`.
+    pub partition_field: String,
+    /// Dirichlet concentration for `dirichlet`. Default: 0.5.
+    pub dirichlet_alpha: f64,
+    /// Shards per client for `shards`. Default: 2.
+    pub shards_per_client: usize,
+    /// A dataset split to fine-tune on (`name:split[slice]`). Default: none (use the corpus).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train: Option<String>,
+    /// A dataset split to evaluate on, disjoint from `train`. Default: none (hold out
+    /// `eval_fraction` of `train`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval: Option<String>,
+    /// How multiple-choice items are prompted. Default: `cloze`.
+    pub prompt_format: crate::prompts::PromptFormat,
+    /// Whether to use the model's chat template. Default: `auto`.
+    pub chat: ChatMode,
+    /// What a malformed row of a user data file does: `error` (stop, naming the file and
+    /// line) or `skip` (count it and go on). Default: `error`.
+    pub bad_rows: crate::userdata::BadRows,
     /// Smallest shard a client may get; building the data fails if a client would get
     /// fewer. At least 1. Default: 1.
     pub min_examples_per_client: usize,
@@ -143,6 +234,14 @@ impl Default for DataConfig {
             max_eval_examples: None,
             max_train_examples: None,
             partition: PartitionMethod::Iid,
+            partition_field: "label".to_string(),
+            dirichlet_alpha: 0.5,
+            shards_per_client: 2,
+            train: None,
+            eval: None,
+            prompt_format: crate::prompts::PromptFormat::Cloze,
+            chat: ChatMode::Auto,
+            bad_rows: crate::userdata::BadRows::Error,
             min_examples_per_client: 1,
         }
     }
@@ -221,6 +320,55 @@ impl DataConfig {
             "data.min_examples_per_client",
             "must be at least 1 (every client needs data to train on)",
         )?;
+        ensure(
+            self.dirichlet_alpha.is_finite() && self.dirichlet_alpha > 0.0,
+            "data.dirichlet_alpha",
+            format!(
+                "{} is out of range; accepted: a number > 0 (e.g. 0.5)",
+                self.dirichlet_alpha
+            ),
+        )?;
+        ensure(
+            self.shards_per_client >= 1,
+            "data.shards_per_client",
+            "must be at least 1",
+        )?;
+        ensure(
+            !self.partition_field.trim().is_empty(),
+            "data.partition_field",
+            "is empty; accepted: label or an item field such as subject, category",
+        )?;
+        if let Some(train) = &self.train {
+            ensure(
+                self.corpus.is_none() && self.path.is_none(),
+                "data.train",
+                "set either a dataset (`data.train`) or a text (`data.corpus` / `data.path`), not both",
+            )?;
+            check_source(train, "data.train")?;
+            if let Some(eval) = &self.eval {
+                check_source(eval, "data.eval")?;
+                if is_dataset_spec(train) && is_dataset_spec(eval) {
+                    let e = DatasetSpec::parse(eval, "data.eval")?;
+                    let t = DatasetSpec::parse(train, "data.train")?;
+                    if e.name == t.name && e.split == t.split {
+                        let (a, b) = (t.slice.range(1_000_000), e.slice.range(1_000_000));
+                        ensure(
+                            a.end <= b.start || b.end <= a.start,
+                            "data.eval",
+                            format!(
+                                "`{eval}` overlaps `data.train` = `{train}`; use disjoint slices \
+                                 (e.g. `[:80%]` and `[80%:]`) or another split"
+                            ),
+                        )?;
+                    }
+                }
+            }
+        } else if self.eval.is_some() {
+            return Err(Error::config(
+                "data.eval",
+                "needs `data.train` (a dataset to fine-tune on); a corpus holds out `eval_fraction` instead",
+            ));
+        }
         Ok(())
     }
 

@@ -30,10 +30,14 @@
 //! println!("{}", data.summary);
 //! ```
 
+pub mod arrow_table;
 pub mod config;
 pub mod corpus;
+pub mod datasets;
 pub mod federated;
 pub mod partition;
+pub mod prompts;
+pub mod records;
 pub mod shuffle;
 pub mod split;
 pub mod summary;
@@ -44,3 +48,5 @@ pub use corpus::CorpusSource;
 pub use federated::{build_federated_data, FederatedData};
 pub use summary::PartitionSummary;
 pub use tokenizer::{build_tokenizer, ByteTokenizer};
+pub mod partitioners;
+pub mod userdata;

@@ -2,14 +2,18 @@
 //!
 //! `iid`: shuffle the pool by the experiment seed ([`IID_STREAM`]) and cut it into
 //! `num_clients` contiguous shards; the first `len % num_clients` shards get one example
-//! more, so sizes differ by at most one.
+//! more, so sizes differ by at most one. The label-aware methods (`dirichlet`, `by-field`,
+//! `shards`) are in [`crate::partitioners`]; [`partition_labelled`] applies any of them to
+//! examples with one label each.
 
 use cgfed_core::{Error, Example, Result};
 
 use crate::config::PartitionMethod;
+use crate::partitioners::{assign, PartitionSpec};
 use crate::shuffle::{rng, shuffle, IID_STREAM};
 
-/// Split `pool` among `num_clients` clients with `method`.
+/// Split `pool` among `num_clients` clients with `method` (unlabelled examples: the
+/// label-aware methods see a single label).
 ///
 /// Errors: `num_clients == 0` (key `federation.clients`), or a client would get fewer than
 /// `min_per_client` examples (key `data.min_examples_per_client`, or `federation.clients`
@@ -23,7 +27,67 @@ pub fn partition(
 ) -> Result<Vec<Vec<Example>>> {
     match method {
         PartitionMethod::Iid => partition_iid(pool, num_clients, min_per_client, seed),
+        _ => {
+            let labels = vec![String::new(); pool.len()];
+            let cfg = crate::DataConfig {
+                partition: method,
+                ..Default::default()
+            };
+            Ok(partition_labelled(
+                pool,
+                &labels,
+                &spec_of(&cfg),
+                num_clients,
+                min_per_client,
+                seed,
+            )?
+            .0)
+        }
     }
+}
+
+/// Per client, the indices (into the pool) of the examples it got.
+pub type Assignment = Vec<Vec<usize>>;
+
+/// The [`PartitionSpec`] that `cfg`'s `partition`, `dirichlet_alpha` and
+/// `shards_per_client` describe.
+pub fn spec_of(cfg: &crate::DataConfig) -> PartitionSpec {
+    match cfg.partition {
+        PartitionMethod::Iid => PartitionSpec::Iid,
+        PartitionMethod::Dirichlet => PartitionSpec::Dirichlet {
+            alpha: cfg.dirichlet_alpha,
+        },
+        PartitionMethod::ByField => PartitionSpec::ByField,
+        PartitionMethod::Shards => PartitionSpec::Shards {
+            shards_per_client: cfg.shards_per_client,
+        },
+    }
+}
+
+/// Split `pool` (with `labels[i]` the label of `pool[i]`) among `num_clients` clients with
+/// `spec`; also returns the indices each client got (into `pool`).
+///
+/// # Errors
+/// As [`crate::partitioners::assign`].
+pub fn partition_labelled(
+    pool: Vec<Example>,
+    labels: &[String],
+    spec: &PartitionSpec,
+    num_clients: usize,
+    min_per_client: usize,
+    seed: u64,
+) -> Result<(Vec<Vec<Example>>, Assignment)> {
+    let assignment = assign(labels, spec, num_clients, min_per_client, seed)?;
+    let mut slots: Vec<Option<Example>> = pool.into_iter().map(Some).collect();
+    let clients = assignment
+        .iter()
+        .map(|idx| {
+            idx.iter()
+                .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+                .collect()
+        })
+        .collect();
+    Ok((clients, assignment))
 }
 
 /// The `iid` partition (see the module docs and [`partition`]).

@@ -1,5 +1,6 @@
 //! [`PartitionSummary`]: what the data pipeline built, for logs and reports.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -8,7 +9,8 @@ use crate::config::PartitionMethod;
 
 /// Sizes of everything [`build_federated_data`](crate::build_federated_data) produced.
 /// Serializes to JSON for run records; [`Display`](fmt::Display) prints a short table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PartitionSummary {
     /// The built-in corpus name or the text file path.
     pub corpus: String,
@@ -28,6 +30,16 @@ pub struct PartitionSummary {
     pub client_sizes: Vec<usize>,
     /// Held-out evaluation examples.
     pub eval_size: usize,
+    /// The field the label histograms count (datasets), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_field: Option<String>,
+    /// Per client, how many examples have each value of `partition_field`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_labels: Vec<BTreeMap<String, usize>>,
+    /// Training items dropped because the evaluation set holds the same item.
+    pub dropped_duplicates: usize,
+    /// Items dropped because their completion does not fit in `seq_len` tokens.
+    pub too_long: usize,
 }
 
 impl PartitionSummary {
@@ -64,9 +76,33 @@ impl fmt::Display for PartitionSummary {
             let max = self.client_sizes.iter().max().copied().unwrap_or(0);
             return write!(f, ": {min}..={max} examples each");
         }
+        let field = self.partition_field.as_deref().unwrap_or("");
         write!(f, "\n  client  examples")?;
+        if !field.is_empty() {
+            write!(f, "  {field} (top 4)")?;
+        }
         for (i, n) in self.client_sizes.iter().enumerate() {
             write!(f, "\n  {i:>6}  {n:>8}")?;
+            if let Some(h) = self.client_labels.get(i) {
+                let mut top: Vec<(&String, &usize)> = h.iter().collect();
+                top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+                let s: Vec<String> = top
+                    .iter()
+                    .take(4)
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect();
+                write!(f, "  {}", s.join(" "))?;
+                if top.len() > 4 {
+                    write!(f, " (+{} more)", top.len() - 4)?;
+                }
+            }
+        }
+        if self.dropped_duplicates > 0 || self.too_long > 0 {
+            write!(
+                f,
+                "\n  dropped: {} training items also in the evaluation set, {} too long for seq_len",
+                self.dropped_duplicates, self.too_long
+            )?;
         }
         Ok(())
     }

@@ -62,10 +62,52 @@ fn unknown_key_is_named() {
 }
 
 #[test]
-fn bad_partition_lists_iid() {
-    let msg = err(r#"partition = "dirichlet""#);
+fn bad_partition_lists_every_method() {
+    let msg = err(r#"partition = "pathological""#);
     assert!(msg.contains("data.partition"), "{msg}");
-    assert!(msg.contains("iid"), "{msg}");
+    for m in ["iid", "dirichlet", "by-field", "shards"] {
+        assert!(msg.contains(m), "{m}: {msg}");
+    }
+}
+
+#[test]
+fn dataset_keys_are_checked() {
+    for (toml, key, want) in [
+        (r#"train = "nope:test""#, "data.train", "unknown dataset"),
+        (
+            r#"train = "arc-easy:train""#,
+            "data.train",
+            "no split `train`",
+        ),
+        (
+            r#"eval = "arc-easy:validation""#,
+            "data.eval",
+            "needs `data.train`",
+        ),
+        (
+            "train = \"mmlu:test[:80%]\"\neval = \"mmlu:test[50%:]\"",
+            "data.eval",
+            "overlaps",
+        ),
+        (
+            "train = \"arc-easy:test\"\ncorpus = \"shakespeare-excerpt\"",
+            "data.train",
+            "not both",
+        ),
+        ("dirichlet_alpha = 0.0", "data.dirichlet_alpha", "> 0"),
+        (
+            "shards_per_client = 0",
+            "data.shards_per_client",
+            "at least 1",
+        ),
+        (r#"prompt_format = "essay""#, "data.prompt_format", "cloze"),
+        (r#"chat = "maybe""#, "data.chat", "auto"),
+    ] {
+        let msg = err(toml);
+        assert!(msg.contains(key) && msg.contains(want), "{toml}: {msg}");
+    }
+    let ok = parse("train = \"mmlu:test[:80%]\"\neval = \"mmlu:test[80%:]\"\npartition = \"by-field\"\npartition_field = \"subject\"");
+    assert!(ok.is_ok(), "{ok:?}");
 }
 
 #[test]

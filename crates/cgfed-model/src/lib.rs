@@ -12,7 +12,8 @@
 //!   trainable `A`/`B` [`Var`](candle_core::Var)s named `model.layers.{i}.self_attn.q_proj.lora_A`;
 //! - batching and the next-token loss ([`batch`]);
 //! - [`LlamaTrainer`], registered as trainer `llama`: local LoRA training from a given
-//!   adapter state, returning the delta, and exact held-out evaluation.
+//!   adapter state, returning the delta, exact held-out evaluation, and log-likelihood
+//!   scoring of continuations ([`scoring`]).
 //!
 //! ```
 //! use candle_core::{DType, Device};
@@ -53,6 +54,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod peft;
+pub mod scoring;
 pub mod source;
 pub mod tokenizer;
 pub mod trainer;

@@ -340,6 +340,19 @@ impl LoraLinear {
     /// `x Wᵀ + scale · (dropout(x) Aᵀ) Bᵀ`: as [`forward`](Self::forward), with `dropout`
     /// (when given and an adapter is attached) applied to the adapter's input only.
     pub fn forward_with_dropout(&self, x: &Tensor, dropout: Option<LoraDropout>) -> Result<Tensor> {
+        self.forward_opts(x, dropout, false)
+    }
+
+    /// [`forward_with_dropout`](Self::forward_with_dropout); with `no_grad`, the weights
+    /// and adapter factors are used detached, so the result records no graph (evaluation:
+    /// intermediates are freed as soon as they are used).
+    pub fn forward_opts(
+        &self,
+        x: &Tensor,
+        dropout: Option<LoraDropout>,
+        no_grad: bool,
+    ) -> Result<Tensor> {
+        let w = |t: &Tensor| if no_grad { t.detach() } else { t.clone() };
         let dims = x.dims().to_vec();
         let Some((&in_dim, lead)) = dims.split_last() else {
             return Err(Error::InvalidInput(
@@ -349,16 +362,16 @@ impl LoraLinear {
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, in_dim))?;
         // A frozen base weight gets no gradient; a trainable one gets it in its own layout.
-        let mut y = linear(&x2, &self.weight)?;
+        let mut y = linear(&x2, &w(&self.weight))?;
         if let Some(ad) = &self.adapter {
             let xa = match dropout {
                 Some(d) => d.apply(&x2)?,
                 None => x2.clone(),
             };
-            let h = linear(&xa, ad.a.as_tensor())?;
+            let h = linear(&xa, &w(ad.a.as_tensor()))?;
             // scale · (h Bᵀ) as h (scale · B)ᵀ: the scaling touches the [out, r] factor, not
             // the [rows, out] product (and its gradient).
-            let d = linear(&h, &ad.b.as_tensor().affine(ad.scale, 0.0)?)?;
+            let d = linear(&h, &w(ad.b.as_tensor()).affine(ad.scale, 0.0)?)?;
             y = (y + d)?;
         }
         let mut out_dims = lead.to_vec();

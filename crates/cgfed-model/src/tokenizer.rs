@@ -104,4 +104,8 @@ impl TextTokenizer for HfTokenizer {
     fn eos_id(&self) -> Option<u32> {
         self.eos
     }
+
+    fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
 }

@@ -27,8 +27,8 @@ use candle_nn::optim::{Optimizer, ParamsAdamW, SGD};
 use cgfed_core::config::{ensure, parse_table};
 use cgfed_core::context::mix_seed;
 use cgfed_core::{
-    Error, EvalOutcome, Example, Layout, LocalOutcome, Result, TrainCtx, Trainer, TrainerInit,
-    Update,
+    Error, EvalOutcome, Example, Layout, LocalOutcome, Result, Score, ScoreRequest, TrainCtx,
+    Trainer, TrainerInit, Update,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,11 +68,23 @@ pub fn build(init: &TrainerInit<'_>) -> Result<Box<dyn Trainer>> {
     let tokenizer = loaded
         .tokenizer
         .map(|t| Arc::new(t) as Arc<dyn TextTokenizer>);
+    // The BOS scoring prepends: the checkpoint tokenizer's when its model wants one; random
+    // presets are trained on cgfed-data's byte tokenizer, whose BOS is 256.
+    let bos = match (&tokenizer, loaded.add_bos) {
+        (_, false) => None,
+        (Some(t), true) => t.bos_id(),
+        (None, true) => (init.vocab_size > BYTE_BOS as usize).then_some(BYTE_BOS),
+    };
     let t = LlamaTrainer::from_model(loaded.model, &lora_cfg, trainer_cfg, init.seed)?
         .with_label(loaded.label)
-        .with_tokenizer(tokenizer);
+        .with_tokenizer(tokenizer)
+        .with_bos(bos);
     Ok(Box::new(t))
 }
+
+/// BOS id of cgfed-data's `ByteTokenizer` (ids 0..=255 are bytes, 256 BOS, 257 EOS), the
+/// tokenizer random presets are used with.
+const BYTE_BOS: u32 = 256;
 
 /// The local optimizer (`trainer.optimizer`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -214,7 +226,11 @@ pub struct LlamaTrainer {
     config: TrainerConfig,
     label: String,
     tokenizer: Option<Arc<dyn TextTokenizer>>,
+    bos: Option<u32>,
 }
+
+/// Padded tokens per scoring batch (see [`LlamaTrainer::score_token_budget`]).
+pub const SCORE_TOKEN_BUDGET: usize = 2048;
 
 impl LlamaTrainer {
     /// A trainer over a random model of shape `spec` (seeded by `seed`) with fresh LoRA
@@ -253,6 +269,7 @@ impl LlamaTrainer {
             config,
             label: "custom".to_string(),
             tokenizer: None,
+            bos: None,
         })
     }
 
@@ -268,6 +285,27 @@ impl LlamaTrainer {
     pub fn with_tokenizer(mut self, tokenizer: Option<Arc<dyn TextTokenizer>>) -> Self {
         self.tokenizer = tokenizer;
         self
+    }
+
+    /// Set the BOS id that [`Trainer::score`] prepends to every request (`None`, the default
+    /// of [`new`](Self::new) and [`from_model`](Self::from_model): no BOS). The factory sets
+    /// it from the checkpoint (its tokenizer's BOS when the model wants one; 256, the byte
+    /// tokenizer's, for random presets).
+    pub fn with_bos(mut self, bos: Option<u32>) -> Self {
+        self.bos = bos;
+        self
+    }
+
+    /// The BOS id [`Trainer::score`] prepends, if any.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
+    }
+
+    /// Padded tokens per scoring batch: [`SCORE_TOKEN_BUDGET`]. Not `batch_size ×
+    /// max_seq_len`: a checkpoint's `max_seq_len` is its context window (8,192 for SmolLM2),
+    /// and the `[rows, vocab]` logits and attention scores grow with the batch.
+    pub fn score_token_budget(&self) -> usize {
+        SCORE_TOKEN_BUDGET
     }
 
     /// The model (with its adapters holding the global state, except during a local run).
@@ -452,7 +490,9 @@ impl Trainer for LlamaTrainer {
 
     fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome> {
         self.check_data(data)?;
-        let eligible: Vec<&Example> = data.iter().filter(|e| e.target_tokens() > 0).collect();
+        let mut eligible: Vec<&Example> = data.iter().filter(|e| e.target_tokens() > 0).collect();
+        // Similar lengths together: batches are padded to their longest example.
+        eligible.sort_by_key(|e| e.tokens.len());
         if eligible.is_empty() {
             return Err(Error::InvalidInput(format!(
                 "none of the {} evaluation examples has a target token",
@@ -460,16 +500,41 @@ impl Trainer for LlamaTrainer {
             )));
         }
         let (mut sum, mut tokens) = (0.0f64, 0usize);
-        for chunk in eligible.chunks(self.config.batch_size) {
-            let batch = Batch::new(chunk, self.model.device())?;
-            let s = nll_sum(&self.model, &batch)?.detach();
-            sum += s.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            tokens += batch.num_targets;
-        }
+        self.model.set_no_grad(true);
+        let result = (|| -> Result<()> {
+            for chunk in eligible.chunks(self.config.batch_size) {
+                let batch = Batch::new(chunk, self.model.device())?;
+                let s = nll_sum(&self.model, &batch)?;
+                sum += s.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                tokens += batch.num_targets;
+            }
+            Ok(())
+        })();
+        self.model.set_no_grad(false);
+        result?;
         Ok(EvalOutcome {
             loss: sum / tokens as f64,
             tokens,
         })
+    }
+
+    /// Batched log-likelihood scoring with [`crate::scoring::score_requests`]: BOS
+    /// ([`bos`](LlamaTrainer::bos)) prepended, right padding, batches of at most
+    /// [`score_token_budget`](LlamaTrainer::score_token_budget) padded tokens, evaluation
+    /// mode (no LoRA dropout).
+    fn score(&mut self, requests: &[ScoreRequest]) -> Result<Vec<Score>> {
+        let saved = self.model.train_seed();
+        self.model.set_train_seed(None);
+        self.model.set_no_grad(true);
+        let result = crate::scoring::score_requests(
+            &self.model,
+            self.bos,
+            requests,
+            self.score_token_budget(),
+        );
+        self.model.set_no_grad(false);
+        self.model.set_train_seed(saved);
+        result
     }
 
     fn device(&self) -> Device {

@@ -31,7 +31,10 @@
 //! name = "fedavg"
 //!
 //! [eval]
-//! every = 1
+//! every = 1                 # held-out loss every this many rounds (and after the last)
+//! accuracy = ["cloze"]      # multiple-choice accuracy before the first and after the last
+//!                           # round, for dataset evaluation sets: cloze, letter (or [])
+//! # accuracy_items = 200    # score only the first N evaluation items (default: all)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -77,6 +80,17 @@ pub struct EvalSection {
     /// Evaluate every this many rounds (and always after the last). Default 1.
     #[serde(default = "one")]
     pub every: usize,
+    /// Multiple-choice scorings computed before the first and after the last round (when
+    /// the evaluation set has multiple-choice items). Default `["cloze"]`.
+    #[serde(default = "default_accuracy")]
+    pub accuracy: Vec<cgfed_data::prompts::PromptFormat>,
+    /// Score only the first this many evaluation items. Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_items: Option<usize>,
+}
+
+fn default_accuracy() -> Vec<cgfed_data::prompts::PromptFormat> {
+    vec![cgfed_data::prompts::PromptFormat::Cloze]
 }
 
 fn one() -> usize {
@@ -85,7 +99,11 @@ fn one() -> usize {
 
 impl Default for EvalSection {
     fn default() -> Self {
-        Self { every: 1 }
+        Self {
+            every: 1,
+            accuracy: default_accuracy(),
+            accuracy_items: None,
+        }
     }
 }
 
@@ -175,6 +193,11 @@ impl ExperimentConfig {
             ),
         )?;
         ensure(self.eval.every >= 1, "eval.every", "must be at least 1")?;
+        ensure(
+            self.eval.accuracy_items != Some(0),
+            "eval.accuracy_items",
+            "must be at least 1; leave it out to score every item",
+        )?;
         ensure(
             !self.experiment.name.is_empty()
                 && !self.experiment.name.contains(['/', '\\'])

@@ -27,6 +27,7 @@ use cgfed_core::{
 };
 use cgfed_data::{ByteTokenizer, DataConfig, FederatedData};
 
+use crate::accuracy::{mc_accuracy, AccuracyReport};
 use crate::config::ExperimentConfig;
 use crate::metrics::{finite_mean, ClientMetrics, Quality, RoundMetrics, RunSummary};
 use crate::sampling::sample_clients;
@@ -50,6 +51,8 @@ pub struct RunInfo {
     pub partition: String,
     /// Held-out loss before training.
     pub initial_eval_loss: f64,
+    /// Multiple-choice accuracy before training (empty without such items).
+    pub initial_accuracy: Vec<AccuracyReport>,
     /// Where metrics and the summary are written.
     pub run_dir: PathBuf,
 }
@@ -77,6 +80,7 @@ pub struct Experiment {
     states: Vec<ClientState>,
     layout: Arc<Layout>,
     device: Device,
+    tokenizer: Arc<dyn TextTokenizer>,
 }
 
 impl std::fmt::Debug for Experiment {
@@ -128,7 +132,59 @@ impl Experiment {
             data,
             layout,
             device,
+            tokenizer,
         })
+    }
+
+    /// Held-out loss and multiple-choice accuracy (every `[eval] accuracy` scoring, on the
+    /// first `accuracy_items` evaluation items) of the current global state.
+    ///
+    /// # Errors
+    /// Trainer or tokenizer errors.
+    pub fn evaluate(&mut self) -> Result<Evaluation> {
+        let t = Instant::now();
+        let loss = self.trainer.evaluate(&self.data.eval)?;
+        let accuracy = self.accuracy()?;
+        Ok(Evaluation {
+            loss: loss.loss,
+            perplexity: loss.perplexity(),
+            tokens: loss.tokens,
+            accuracy,
+            seconds: t.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Every configured accuracy report (none without multiple-choice evaluation items).
+    fn accuracy(&mut self) -> Result<Vec<AccuracyReport>> {
+        let items = &self.data.eval_items;
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = self
+            .cfg
+            .eval
+            .accuracy_items
+            .unwrap_or(items.len())
+            .min(items.len());
+        let template = if self.data.chat {
+            self.tokenizer.chat_template()
+        } else {
+            None
+        };
+        self.cfg
+            .eval
+            .accuracy
+            .iter()
+            .map(|&format| {
+                mc_accuracy(
+                    self.trainer.as_mut(),
+                    self.tokenizer.as_ref(),
+                    &items[..n],
+                    format,
+                    template,
+                )
+            })
+            .collect()
     }
 
     /// The per-client training data and the held-out set.
@@ -172,6 +228,7 @@ impl Experiment {
             BufWriter::new(File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
 
         let initial = self.trainer.evaluate(&self.data.eval)?;
+        let initial_accuracy = self.accuracy()?;
         let calibration_rounds = self.compressor.calibration_rounds();
         let rounds = self.cfg.federation.rounds;
         observer.on_start(&RunInfo {
@@ -183,6 +240,7 @@ impl Experiment {
             aggregator: self.aggregator.name().to_string(),
             partition: self.data.summary.to_string(),
             initial_eval_loss: initial.loss,
+            initial_accuracy: initial_accuracy.clone(),
             run_dir: run_dir.clone(),
         });
         tracing::info!(
@@ -199,6 +257,7 @@ impl Experiment {
         let mut cum_down = 0usize;
         let mut history: Vec<RoundMetrics> = Vec::new();
         let mut last_eval = initial.loss;
+        let mut final_accuracy = Vec::new();
         for r in 0..calibration_rounds + rounds {
             let phase = if r < calibration_rounds {
                 Phase::Calibration
@@ -222,6 +281,11 @@ impl Experiment {
                 m.eval_loss = Some(e.loss);
                 m.perplexity = Some(e.perplexity());
                 last_eval = e.loss;
+                if last {
+                    final_accuracy = self.accuracy()?;
+                    m.accuracy = flat_accuracy(&final_accuracy);
+                }
+                m.time_eval_ms = ms(t);
             }
             cum_up += m.uplink_bytes;
             cum_down += m.downlink_bytes;
@@ -273,6 +337,9 @@ impl Experiment {
             skipped_rounds: history.iter().filter(|m| m.skipped).count(),
             wall_s: started.elapsed().as_secs_f64(),
             adapter_dir,
+            initial_accuracy: flat_accuracy(&initial_accuracy),
+            final_accuracy: flat_accuracy(&final_accuracy),
+            accuracy_reports: final_accuracy,
         };
         write_file(&run_dir.join("summary.json"), &json_bytes(&summary)?)?;
         Ok(summary)
@@ -316,6 +383,7 @@ impl Experiment {
             train_loss: None,
             eval_loss: None,
             perplexity: None,
+            accuracy: Default::default(),
             time_train_ms: 0.0,
             time_encode_ms: 0.0,
             time_decode_ms: 0.0,
@@ -463,4 +531,27 @@ fn json_bytes<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
 
 fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+}
+
+/// Held-out loss and accuracy of one model state ([`Experiment::evaluate`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    /// Mean NLL per target token (nats).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    /// Target tokens scored.
+    pub tokens: usize,
+    /// One report per configured scoring.
+    pub accuracy: Vec<AccuracyReport>,
+    /// Wall time of the evaluation.
+    pub seconds: f64,
+}
+
+/// `metric → accuracy` over all reports (`acc_cloze`, `acc_cloze_norm`, `acc_letter`).
+pub fn flat_accuracy(reports: &[AccuracyReport]) -> std::collections::BTreeMap<String, f64> {
+    reports
+        .iter()
+        .flat_map(|r| r.metrics.iter().map(|(k, v)| (k.clone(), *v)))
+        .collect()
 }

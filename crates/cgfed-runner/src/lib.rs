@@ -14,11 +14,13 @@
 //! # Ok(()) }
 //! ```
 
+pub mod accuracy;
 pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod sampling;
 
+pub use accuracy::{mc_accuracy, AccuracyReport};
 pub use config::{load_config, load_experiment, ExperimentConfig};
-pub use engine::{run_experiment, Experiment, Observer, Quiet, RunInfo};
+pub use engine::{flat_accuracy, run_experiment, Evaluation, Experiment, Observer, Quiet, RunInfo};
 pub use metrics::{ClientMetrics, Quality, RoundMetrics, RunSummary};

@@ -105,6 +105,9 @@ pub struct RoundMetrics {
     pub eval_loss: Option<f64>,
     /// `exp(eval_loss)`.
     pub perplexity: Option<f64>,
+    /// Multiple-choice accuracy after the last round (`acc_cloze`, …); empty otherwise.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub accuracy: std::collections::BTreeMap<String, f64>,
     /// Local training time summed over clients.
     pub time_train_ms: f64,
     /// Compression time summed over clients.
@@ -125,6 +128,16 @@ pub struct RoundMetrics {
 /// `summary.json`, written at the end of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
+    /// Multiple-choice accuracy before the first round (`acc_cloze`, …; empty without
+    /// multiple-choice evaluation items).
+    #[serde(default)]
+    pub initial_accuracy: std::collections::BTreeMap<String, f64>,
+    /// Multiple-choice accuracy after the last round.
+    #[serde(default)]
+    pub final_accuracy: std::collections::BTreeMap<String, f64>,
+    /// The final accuracy reports, with per-category breakdowns.
+    #[serde(default)]
+    pub accuracy_reports: Vec<crate::accuracy::AccuracyReport>,
     /// `experiment.name`.
     pub name: String,
     /// `experiment.seed`.
