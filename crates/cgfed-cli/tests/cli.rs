@@ -76,3 +76,52 @@ fn bad_config_exits_nonzero_naming_file_and_key() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist.toml"));
 }
+
+#[test]
+fn eval_prints_loss_and_accuracy_and_writes_eval_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.jsonl");
+    std::fs::write(
+        &train,
+        (0..8)
+            .map(|i| {
+                format!(
+                    "{{\"prompt\": \"{i} + 1 =\", \"completion\": \" {}\"}}\n",
+                    i + 1
+                )
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    let exam = dir.path().join("exam.csv");
+    std::fs::write(
+        &exam,
+        "id,question,A,B,C,D,answer\n1,1 + 1?,1,2,3,4,B\n2,2 + 2?,4,5,6,7,A\n3,3 + 3?,5,6,7,8,B\n",
+    )
+    .unwrap();
+    let config = dir.path().join("eval.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[experiment]\nname = \"tiny\"\noutput_dir = {:?}\n\n[model]\npreset = \"tiny\"\n\n\
+             [data]\ntrain = {:?}\neval = {:?}\nseq_len = 32\n\n\
+             [federation]\nrounds = 1\nclients = 2\nclients_per_round = 2\n\n\
+             [eval]\naccuracy = [\"cloze\", \"letter\"]\n",
+            dir.path().display().to_string(),
+            train.display().to_string(),
+            exam.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = cgfed(&["eval", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("eval loss"), "{stdout}");
+    assert!(stdout.contains("cloze accuracy on 3 items"), "{stdout}");
+    assert!(stdout.contains("letter accuracy on 3 items"), "{stdout}");
+    let json = std::fs::read_to_string(dir.path().join("tiny/eval.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["accuracy"].as_array().unwrap().len(), 2);
+    assert!(v["loss"].as_f64().unwrap().is_finite());
+}

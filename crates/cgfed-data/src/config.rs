@@ -7,7 +7,7 @@
 //! [data]
 //! # A built-in corpus by name (see `cgfed_data::corpus::BUILTIN_CORPORA`). Leave it out and
 //! # set `path` to use your own text instead; setting both is an error.
-//! corpus = "shakespeare-excerpt"
+//! corpus = "shakespeare-excerpt"  # or "shakespeare": all plays, from an asset fetched on first use
 //! # path = "my-text.txt"         # a UTF-8 text file (relative to the working directory)
 //! tokenizer = "auto"              # accepted: auto (the model's own, else bytes), model, bytes
 //! seq_len = 64                    # tokens per example, BOS included; 2..=4096
@@ -270,7 +270,7 @@ impl DataConfig {
                      `data.path` (a text file), not both"
                 ),
             )?;
-            if corpus::builtin_corpus(name).is_none() {
+            if !corpus::is_corpus(name) {
                 return Err(Error::config(
                     "data.corpus",
                     format!(

