@@ -69,7 +69,7 @@ fn bad_config_exits_nonzero_naming_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("configs/tiny.toml"), "{err}");
     assert!(
-        err.contains("compressor.name") && err.contains("registered: fp16, none"),
+        err.contains("compressor.name") && err.contains("registered: bf16, fp16, none"),
         "{err}"
     );
     let out = cgfed(&["run", "configs/does-not-exist.toml"]);

@@ -137,6 +137,15 @@ impl PayloadBuilder {
         }
     }
 
+    /// Append little-endian bfloat16 values (round to nearest even).
+    pub fn put_bf16s(&mut self, vals: &[f32]) {
+        self.bytes.reserve(2 * vals.len());
+        for v in vals {
+            self.bytes
+                .extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
+        }
+    }
+
     /// Finish the payload.
     pub fn finish(self) -> Payload {
         Payload(self.bytes)

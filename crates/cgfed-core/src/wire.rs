@@ -80,6 +80,21 @@ impl<'a> ByteReader<'a> {
         Ok(out)
     }
 
+    /// `n` little-endian bfloat16 values widened to f32; fails on truncation and on NaN or
+    /// infinity.
+    pub fn bf16s(&mut self, n: usize) -> Result<Vec<f32>> {
+        let raw = self.bytes(
+            n.checked_mul(2)
+                .ok_or_else(|| Error::malformed("length overflow"))?,
+        )?;
+        let out: Vec<f32> = raw
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        check_finite(&out)?;
+        Ok(out)
+    }
+
     /// Fail unless every byte has been consumed (trailing garbage is malformed).
     pub fn finish(self) -> Result<()> {
         if self.remaining() != 0 {
