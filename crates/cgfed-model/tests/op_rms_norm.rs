@@ -58,8 +58,13 @@ fn check(shape: &[usize], dtype: DType, eps: f32, strided: bool) -> Result<()> {
     assert!(e <= vtol, "values {ctx}: {e}");
     let e = max_rel(&dx1, &dx0)?;
     assert!(e <= gtol, "dx {ctx}: {e}");
+    // dw sums over every row; the composition accumulates that sum in the input dtype (the
+    // fused op in f64), so the reference's own rounding grows like sqrt(rows): the tolerance
+    // does too (512 f32 rows: 2.3e-4; measured differences up to 2.6e-5).
+    let rows = (shape.iter().product::<usize>() / d) as f64;
+    let dw_tol = gtol * rows.sqrt().max(1.0);
     let e = max_rel(&dw1, &dw0)?;
-    assert!(e <= gtol, "dw {ctx}: {e}");
+    assert!(e <= dw_tol, "dw {ctx}: {e} (tolerance {dw_tol})");
     Ok(())
 }
 
