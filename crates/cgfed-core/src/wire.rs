@@ -68,29 +68,23 @@ impl<'a> ByteReader<'a> {
 
     /// `n` little-endian f16 values widened to f32; fails on truncation and on NaN or infinity.
     pub fn f16s(&mut self, n: usize) -> Result<Vec<f32>> {
-        let raw = self.bytes(
-            n.checked_mul(2)
-                .ok_or_else(|| Error::malformed("length overflow"))?,
-        )?;
-        let out: Vec<f32> = raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect();
-        check_finite(&out)?;
-        Ok(out)
+        self.halves(n, |b| half::f16::from_le_bytes(b).to_f32())
     }
 
     /// `n` little-endian bfloat16 values widened to f32; fails on truncation and on NaN or
     /// infinity.
     pub fn bf16s(&mut self, n: usize) -> Result<Vec<f32>> {
+        self.halves(n, |b| half::bf16::from_le_bytes(b).to_f32())
+    }
+
+    /// `n` two-byte values widened to f32 by `widen`; fails on truncation and on NaN or
+    /// infinity.
+    fn halves(&mut self, n: usize, widen: impl Fn([u8; 2]) -> f32) -> Result<Vec<f32>> {
         let raw = self.bytes(
             n.checked_mul(2)
                 .ok_or_else(|| Error::malformed("length overflow"))?,
         )?;
-        let out: Vec<f32> = raw
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect();
+        let out: Vec<f32> = raw.chunks_exact(2).map(|c| widen([c[0], c[1]])).collect();
         check_finite(&out)?;
         Ok(out)
     }
