@@ -148,7 +148,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The `cgfed list` text: one section per kind, one line per plugin.
+/// The `cgfed list` text: one section per kind, one line per plugin, then its keys with
+/// their defaults; the wrapper keys every compressor takes come once, after the compressors.
 fn list_plugins() -> String {
     let mut out = String::new();
     for kind in ["compressor", "aggregator", "trainer"] {
@@ -158,6 +159,18 @@ fn list_plugins() -> String {
             .filter(|p| p.kind() == kind)
         {
             out.push_str(&format!("  {:<12} {}\n", p.name, p.summary));
+            for k in p.params {
+                out.push_str(&format!(
+                    "      {:<16} {:<10} {}\n",
+                    k.key, k.default, k.help
+                ));
+            }
+        }
+        if kind == "compressor" {
+            out.push_str("  every compressor table (and [downlink]) also takes:\n");
+            for (key, default, help) in cgfed_core::wrappers::WRAPPER_KEYS {
+                out.push_str(&format!("      {key:<16} {default:<10} {help}\n"));
+            }
         }
     }
     out

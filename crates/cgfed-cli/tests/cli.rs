@@ -19,6 +19,10 @@ fn list_shows_every_plugin_crate() {
     for (kind, name) in [
         ("compressors:", "none"),
         ("compressors:", "fp16"),
+        ("compressors:", "kbit"),
+        ("compressors:", "topk"),
+        ("compressors:", "randk"),
+        ("compressors:", "powersgd"),
         ("aggregators:", "fedavg"),
         ("trainers:", "llama"),
     ] {
@@ -29,6 +33,12 @@ fn list_shows_every_plugin_crate() {
             "`cgfed list` lacks {name}:\n{text}"
         );
     }
+    // Keys with defaults, and the wrapper keys once.
+    assert!(text.contains("error_feedback"), "{text}");
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("ratio")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -69,7 +79,8 @@ fn bad_config_exits_nonzero_naming_file_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("configs/tiny.toml"), "{err}");
     assert!(
-        err.contains("compressor.name") && err.contains("registered: bf16, fp16, none"),
+        err.contains("compressor.name")
+            && err.contains("registered: approx-topk, bf16, fp16, kbit, none, powersgd"),
         "{err}"
     );
     let out = cgfed(&["run", "configs/does-not-exist.toml"]);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use crate::context::RoundCtx;
 use crate::error::Result;
 use crate::payload::Payload;
+use crate::staged::Staged;
 use crate::state::ClientState;
 use crate::update::Update;
 
@@ -30,10 +31,15 @@ pub struct HookReport {
 ///   TGAP) asks for dense rounds, sees every client update of them, then fits itself;
 /// - [`after_round`](Self::after_round): server-side adaptation between rounds (FAF);
 /// - [`client_artifacts`](Self::client_artifacts): bytes every client must download before
-///   it can compress (e.g. encoder weights), counted as downlink.
+///   it can compress (e.g. encoder weights), counted as downlink;
+/// - [`as_staged`](Self::as_staged): a compressor whose payload is a structure plus dense
+///   values (top-k, random-k, PowerSGD) returns its [`Staged`] side here, so the values can
+///   be sent through a second compressor (composition, see [`crate::staged`]);
+/// - [`describe`](Self::describe): a longer name for reports (wrappers add what they do).
 ///
 /// Per-client memory (error-feedback residuals, warm starts) lives in the [`ClientState`]
-/// passed to `compress`, never in `self`: the runner owns it, keeps it for clients that are
+/// passed to `compress`, never in `self`; prefix its keys with the compressor's name
+/// (`powersgd/q/<tensor>`) because wrappers and stages share one state: the runner owns it, keeps it for clients that are
 /// not sampled and checkpoints it. `compress` and `decompress` take `&self` so clients can
 /// run in parallel.
 ///
@@ -83,5 +89,15 @@ pub trait GradientCompressor: Send + Sync {
     /// Default: none.
     fn client_artifacts(&self) -> Result<Vec<u8>> {
         Ok(Vec::new())
+    }
+
+    /// The first-stage side of a two-stage compressor, if it has one. Default: `None`.
+    fn as_staged(&self) -> Option<&dyn Staged> {
+        None
+    }
+
+    /// A description for reports and logs, e.g. `topk+kbit, error feedback`. Default: the name.
+    fn describe(&self) -> String {
+        self.name().to_string()
     }
 }

@@ -9,18 +9,21 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// A plugin's TOML table: `name = "..."` plus the plugin's own keys.
+/// A plugin's TOML table: `kind = "..."` (or `name = "..."`) plus the plugin's own keys.
 ///
 /// ```toml
 /// [compressor]
-/// name = "fp16"
+/// kind = "topk"
+/// ratio = 0.01
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginTable {
     /// Dotted path of the table in the config (e.g. `compressor`), used in error messages.
     pub key: String,
-    /// The plugin name (the `name` key).
+    /// The plugin name (the `kind` or `name` key).
     pub name: String,
+    /// Which key gave the name: `kind` or `name` (for error messages).
+    pub name_key: &'static str,
     /// The other keys, given to the plugin's factory.
     pub params: toml::Table,
 }
@@ -33,27 +36,41 @@ impl PluginTable {
             toml::Value::String(name) => Ok(Self {
                 key: key.to_string(),
                 name: name.clone(),
+                name_key: "name",
                 params: toml::Table::new(),
             }),
             toml::Value::Table(t) => {
                 let mut params = t.clone();
-                let name =
-                    match params.remove("name") {
-                        Some(toml::Value::String(s)) => s,
-                        Some(other) => {
-                            return Err(Error::config(
-                                format!("{key}.name"),
-                                format!("expected a string, found {}", other.type_str()),
-                            ))
-                        }
-                        None => return Err(Error::config(
-                            format!("{key}.name"),
-                            "missing; every plugin table needs `name = \"...\"` (see `cgfed list`)",
-                        )),
-                    };
+                let name = match (params.remove("kind"), params.remove("name")) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::config(
+                            format!("{key}.kind"),
+                            "give the plugin as `kind` or as `name`, not both",
+                        ))
+                    }
+                    (Some(v), None) => (v, "kind"),
+                    (None, Some(v)) => (v, "name"),
+                    (None, None) => {
+                        return Err(Error::config(
+                            format!("{key}.kind"),
+                            "missing; every plugin table needs `kind = \"...\"` (or `name`; see `cgfed list`)",
+                        ))
+                    }
+                };
+                let name_key = name.1;
+                let name = match name {
+                    (toml::Value::String(s), _) => s,
+                    (other, k) => {
+                        return Err(Error::config(
+                            format!("{key}.{k}"),
+                            format!("expected a string, found {}", other.type_str()),
+                        ))
+                    }
+                };
                 Ok(Self {
                     key: key.to_string(),
                     name,
+                    name_key,
                     params,
                 })
             }
@@ -72,6 +89,7 @@ impl PluginTable {
         Self {
             key: key.to_string(),
             name: name.to_string(),
+            name_key: "name",
             params: toml::Table::new(),
         }
     }

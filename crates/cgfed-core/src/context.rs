@@ -54,6 +54,14 @@ impl RoundCtx {
     }
 }
 
+/// A stream number for [`RoundCtx::rng_seed`] derived from a name (FNV-1a), so that two
+/// plugins composed in one call (random-k then QSGD) draw independent numbers.
+pub fn stream_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// SplitMix64-style mixing of several words into one seed.
 pub fn mix_seed(words: &[u64]) -> u64 {
     let mut h: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -32,6 +32,7 @@ pub mod error;
 pub mod metrics;
 pub mod payload;
 pub mod registry;
+pub mod staged;
 pub mod state;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -39,6 +40,7 @@ pub mod tokenizer;
 pub mod trainer;
 pub mod update;
 pub mod wire;
+pub mod wrappers;
 
 pub use aggregator::{Aggregator, ClientUpdate};
 pub use compressor::{GradientCompressor, HookReport};
@@ -46,7 +48,8 @@ pub use config::PluginTable;
 pub use context::{Phase, RoundCtx};
 pub use error::{Error, Result};
 pub use payload::Payload;
-pub use registry::{Factory, Plugin};
+pub use registry::{Factory, Param, Plugin};
+pub use staged::{Staged, Structure};
 pub use state::ClientState;
 pub use tokenizer::TextTokenizer;
 pub use trainer::{

@@ -14,7 +14,8 @@
 //! both ends know it from the trainable state ([`crate::RoundCtx::layout`]).
 
 use crate::error::{Error, Result};
-use crate::wire::ByteReader;
+use crate::wire::bits::BitWriter;
+use crate::wire::{varint, ByteReader};
 
 /// Version byte written at the start of every payload.
 pub const WIRE_VERSION: u8 = 1;
@@ -91,6 +92,20 @@ impl Payload {
         }
         Ok(r)
     }
+
+    /// The body after a valid header for `expected_name` (see [`Payload::open`]).
+    pub fn body(&self, expected_name: &str) -> Result<&[u8]> {
+        let r = self.open(expected_name)?;
+        Ok(&self.0[r.position()..])
+    }
+
+    /// A payload for compressor `name` whose body is `body` (used by wrappers that carry
+    /// another compressor's body inside their own).
+    pub fn from_body(name: &str, body: &[u8]) -> Result<Payload> {
+        let mut b = Payload::builder(name)?;
+        b.put_bytes(body);
+        Ok(b.finish())
+    }
 }
 
 /// Appends a compressor's body after the header; see [`Payload::builder`].
@@ -115,6 +130,30 @@ impl PayloadBuilder {
         self.bytes.push(v);
     }
 
+    /// Append a LEB128 varint (see [`crate::wire::varint`]).
+    pub fn put_varint(&mut self, v: u64) {
+        varint::encode(v, &mut self.bytes);
+    }
+
+    /// A writer of bit-packed values appended to the body; see [`crate::wire::bits`].
+    pub fn bit_writer(&mut self) -> BitWriter<'_> {
+        BitWriter::new(&mut self.bytes)
+    }
+
+    /// Bytes written so far, header included.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Always false: a builder holds at least the header.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub(crate) fn buffer_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
     /// Append a little-endian u32.
     pub fn put_u32(&mut self, v: u32) {
         self.bytes.extend_from_slice(&v.to_le_bytes());
@@ -122,27 +161,26 @@ impl PayloadBuilder {
 
     /// Append little-endian f32 values.
     pub fn put_f32s(&mut self, vals: &[f32]) {
-        self.bytes.reserve(4 * vals.len());
-        for v in vals {
-            self.bytes.extend_from_slice(&v.to_le_bytes());
-        }
+        self.put_each::<4>(vals, f32::to_le_bytes);
     }
 
     /// Append little-endian IEEE half-precision values (round to nearest).
     pub fn put_f16s(&mut self, vals: &[f32]) {
-        self.bytes.reserve(2 * vals.len());
-        for v in vals {
-            self.bytes
-                .extend_from_slice(&half::f16::from_f32(*v).to_le_bytes());
-        }
+        self.put_each::<2>(vals, |v| half::f16::from_f32(v).to_le_bytes());
     }
 
     /// Append little-endian bfloat16 values (round to nearest even).
     pub fn put_bf16s(&mut self, vals: &[f32]) {
-        self.bytes.reserve(2 * vals.len());
-        for v in vals {
-            self.bytes
-                .extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes());
+        self.put_each::<2>(vals, |v| half::bf16::from_f32(v).to_le_bytes());
+    }
+
+    /// Append `N` bytes per value, written in place (one resize, then a loop the compiler
+    /// can vectorise).
+    fn put_each<const N: usize>(&mut self, vals: &[f32], enc: impl Fn(f32) -> [u8; N]) {
+        let start = self.bytes.len();
+        self.bytes.resize(start + N * vals.len(), 0);
+        for (out, &v) in self.bytes[start..].chunks_exact_mut(N).zip(vals) {
+            out.copy_from_slice(&enc(v));
         }
     }
 

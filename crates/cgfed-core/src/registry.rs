@@ -7,12 +7,18 @@
 //! ```ignore
 //! cgfed_core::inventory::submit! {
 //!     cgfed_core::Plugin {
-//!         name: "fp16",
-//!         summary: "IEEE half precision, 2 bytes per element",
-//!         factory: cgfed_core::Factory::Compressor(build_fp16),
+//!         name: "kbit",
+//!         summary: "block-wise absmax quantization to 1..8 bits",
+//!         params: &[
+//!             cgfed_core::Param { key: "bits", default: "8", help: "bits per value, 1..=8" },
+//!         ],
+//!         factory: cgfed_core::Factory::Compressor(build_kbit),
 //!     }
 //! }
 //! ```
+//!
+//! `params` documents the plugin's own keys for `cgfed list`; every default is a TOML value
+//! the factory accepts (a test builds each plugin from them), or `-` for "no default".
 //!
 //! # The linker pitfall
 //!
@@ -55,12 +61,26 @@ impl Factory {
     }
 }
 
+/// One documented key of a plugin's table.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// The key, e.g. `ratio`.
+    pub key: &'static str,
+    /// Its default as a TOML value (`0.01`, `"tensor"`, `false`), or `-` when it has none.
+    pub default: &'static str,
+    /// One line saying what it does and which values are accepted.
+    pub help: &'static str,
+}
+
 /// One registered plugin.
 pub struct Plugin {
-    /// Name used in config files (`name = "..."`).
+    /// Name used in config files (`kind = "..."` or `name = "..."`).
     pub name: &'static str,
     /// One line for `cgfed list`.
     pub summary: &'static str,
+    /// The plugin's own keys with their defaults (wrapper keys such as `error_feedback` are
+    /// documented once, in [`crate::wrappers`]).
+    pub params: &'static [Param],
     /// The factory.
     pub factory: Factory,
 }
@@ -131,14 +151,20 @@ pub fn find(kind: &'static str, name: &str) -> Result<&'static Plugin> {
 fn with_key(table: &PluginTable, e: Error) -> Error {
     match e {
         e @ (Error::UnknownPlugin { .. } | Error::DuplicatePlugin { .. }) => {
-            Error::config(format!("{}.name", table.key), e.to_string())
+            Error::config(format!("{}.{}", table.key, table.name_key), e.to_string())
         }
         e => e,
     }
 }
 
-/// Build the compressor named by `table`.
+/// Build the compressor named by `table` with the wrappers its keys ask for
+/// (`error_feedback`, `warmup_rounds`, `dense_fallback`, `values`; see [`crate::wrappers`]).
 pub fn build_compressor(table: &PluginTable) -> Result<Box<dyn GradientCompressor>> {
+    crate::wrappers::build_compressor(table)
+}
+
+/// Build the compressor named by `table` alone: every key goes to its factory.
+pub fn build_plain_compressor(table: &PluginTable) -> Result<Box<dyn GradientCompressor>> {
     match find("compressor", &table.name)
         .map_err(|e| with_key(table, e))?
         .factory

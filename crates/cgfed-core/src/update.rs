@@ -226,6 +226,43 @@ impl Update {
             .collect()
     }
 
+    /// Call `f(index, spec, values)` for every tensor in canonical order with its values as
+    /// host f32, borrowed without a copy when the tensor is a contiguous f32 CPU tensor
+    /// (the usual case for updates) and copied otherwise. Compressors use it to read large
+    /// updates without duplicating them.
+    pub fn for_each_host(
+        &self,
+        mut f: impl FnMut(usize, &TensorSpec, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        for (i, ((_, t), spec)) in self.tensors.iter().zip(self.layout.specs()).enumerate() {
+            with_host(t, |v| f(i, spec, v))?;
+        }
+        Ok(())
+    }
+
+    /// Like [`for_each_host`](Self::for_each_host) over two updates of the same layout at
+    /// once: `f(index, spec, mine, theirs)`.
+    ///
+    /// # Errors
+    /// [`Error::LayoutMismatch`] when the layouts differ, and whatever `f` returns.
+    pub fn for_each_host_pair(
+        &self,
+        other: &Update,
+        mut f: impl FnMut(usize, &TensorSpec, &[f32], &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.check_same_layout(other.layout())?;
+        for (i, (((_, a), (_, b)), spec)) in self
+            .tensors
+            .iter()
+            .zip(&other.tensors)
+            .zip(self.layout.specs())
+            .enumerate()
+        {
+            with_host(a, |va| with_host(b, |vb| f(i, spec, va, vb)))?;
+        }
+        Ok(())
+    }
+
     /// All values concatenated in canonical order as host f32.
     pub fn to_flat(&self) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(self.numel());
@@ -300,19 +337,34 @@ impl Update {
 
     /// Error naming the first tensor that holds a NaN or an infinity.
     pub fn check_finite(&self) -> Result<()> {
-        for ((name, _), values) in self.tensors.iter().zip(self.to_parts()?) {
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                return Err(Error::InvalidInput(format!(
-                    "tensor `{name}` has a non-finite value ({}) at element {i}",
-                    values[i]
-                )));
-            }
-        }
-        Ok(())
+        self.for_each_host(
+            |_, spec, values| match values.iter().position(|v| !v.is_finite()) {
+                Some(i) => Err(Error::InvalidInput(format!(
+                    "tensor `{}` has a non-finite value ({}) at element {i}",
+                    spec.name, values[i]
+                ))),
+                None => Ok(()),
+            },
+        )
     }
 
     /// Move every tensor to `device`.
     pub fn to_device(&self, device: &Device) -> Result<Update> {
         self.map(|t| t.to_device(device))
     }
+}
+
+/// Call `f` with `t`'s values as host f32: borrowed when `t` is a contiguous f32 CPU tensor,
+/// copied otherwise.
+fn with_host<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    if t.dtype() == DType::F32 && t.device().is_cpu() {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return f(&cpu.as_slice::<f32>()?[start..end]);
+        }
+    }
+    let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    f(&v)
 }

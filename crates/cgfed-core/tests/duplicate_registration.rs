@@ -9,7 +9,7 @@ fn build(_: &PluginTable) -> Result<Box<dyn GradientCompressor>> {
 }
 
 cgfed_core::inventory::submit! {
-    Plugin { name: "none", summary: "an impostor", factory: Factory::Compressor(build) }
+    Plugin { name: "none", summary: "an impostor", params: &[], factory: Factory::Compressor(build) }
 }
 
 #[test]

@@ -56,10 +56,44 @@ fn plugin_table_requires_a_string_name() {
     let msg = PluginTable::from_value("compressor", &v)
         .unwrap_err()
         .to_string();
-    assert!(msg.contains("compressor.name"), "{msg}");
+    assert!(msg.contains("compressor.kind"), "{msg}");
     let v = cgfed_core::toml::Value::Integer(3);
     let msg = PluginTable::from_value("compressor", &v)
         .unwrap_err()
         .to_string();
     assert!(msg.contains("`compressor`"), "{msg}");
+}
+
+fn table(text: &str) -> cgfed_core::toml::Value {
+    cgfed_core::toml::from_str::<cgfed_core::toml::Table>(text)
+        .unwrap()
+        .remove("c")
+        .unwrap()
+}
+
+#[test]
+fn kind_and_name_both_name_the_plugin() {
+    let t = PluginTable::from_value("compressor", &table(r#"c = { kind = "none" }"#)).unwrap();
+    assert_eq!((t.name.as_str(), t.name_key), ("none", "kind"));
+    assert!(t.params.is_empty());
+    let t = PluginTable::from_value("compressor", &table(r#"c = { name = "none" }"#)).unwrap();
+    assert_eq!((t.name.as_str(), t.name_key), ("none", "name"));
+    let msg = PluginTable::from_value("compressor", &table(r#"c = { kind = "none", name = "x" }"#))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("compressor.kind") && msg.contains("not both"),
+        "{msg}"
+    );
+    let msg = PluginTable::from_value("compressor", &table("c = { kind = 1 }"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("compressor.kind") && msg.contains("string"),
+        "{msg}"
+    );
+    // An unknown plugin named with `kind` is reported at `kind`.
+    let t = PluginTable::from_value("compressor", &table(r#"c = { kind = "topkk" }"#)).unwrap();
+    let msg = registry::build_compressor(&t).err().unwrap().to_string();
+    assert!(msg.contains("compressor.kind"), "{msg}");
 }

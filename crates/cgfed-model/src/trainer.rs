@@ -48,9 +48,44 @@ cgfed_core::inventory::submit! {
     cgfed_core::Plugin {
         name: NAME,
         summary: "LoRA fine-tuning of a LLaMA model on candle (random presets tiny/small)",
+        params: TRAINER_PARAMS,
         factory: cgfed_core::Factory::Trainer(build),
     }
 }
+
+/// The documented `[trainer]` keys (`cgfed list`).
+const TRAINER_PARAMS: &[cgfed_core::Param] = &[
+    cgfed_core::Param {
+        key: "lr",
+        default: "3e-3",
+        help: "learning rate",
+    },
+    cgfed_core::Param {
+        key: "local_steps",
+        default: "4",
+        help: "optimizer steps per client per round",
+    },
+    cgfed_core::Param {
+        key: "batch_size",
+        default: "8",
+        help: "examples per step (capped at the client's data)",
+    },
+    cgfed_core::Param {
+        key: "optimizer",
+        default: "\"adamw\"",
+        help: "\"adamw\" (betas 0.9/0.999) or \"sgd\"",
+    },
+    cgfed_core::Param {
+        key: "weight_decay",
+        default: "0.0",
+        help: "decoupled weight decay (adamw only)",
+    },
+    cgfed_core::Param {
+        key: "max_grad_norm",
+        default: "-",
+        help: "clip the global gradient norm; default: no clipping",
+    },
+];
 
 /// The plugin factory: parses `[model]`, `[lora]` and `[trainer]`, loads the model (a
 /// named asset is fetched on first use, its steps logged) and builds the trainer.

@@ -30,6 +30,11 @@
 //! [aggregator]         # plugin
 //! name = "fedavg"
 //!
+//! # [downlink]         # optional: compress the server's broadcasts (see `downlink`)
+//! # kind = "topk"
+//! # ratio = 0.1
+//! # error_feedback = true
+//!
 //! [eval]
 //! every = 1                 # held-out loss every this many rounds (and after the last)
 //! accuracy = ["cloze"]      # multiple-choice accuracy before the first and after the last
@@ -154,6 +159,10 @@ pub struct ExperimentConfig {
     /// `[aggregator]` plugin table (default `fedavg`).
     #[serde(default = "default_aggregator")]
     pub aggregator: toml::Value,
+    /// `[downlink]` compressor table: compress the server's broadcasts (default: the dense
+    /// global state to every sampled client; see [`crate::downlink`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downlink: Option<toml::Value>,
     /// `[eval]`.
     #[serde(default)]
     pub eval: EvalSection,
@@ -170,8 +179,10 @@ impl ExperimentConfig {
         // A plugin table without `name` means the default plugin with these keys.
         for (key, default) in DEFAULT_PLUGINS {
             if let Some(toml::Value::Table(t)) = table.get_mut(*key) {
-                t.entry("name")
-                    .or_insert_with(|| toml::Value::String((*default).into()));
+                if !t.contains_key("kind") {
+                    t.entry("name")
+                        .or_insert_with(|| toml::Value::String((*default).into()));
+                }
             }
         }
         let cfg: ExperimentConfig = parse_table(&table, "")?;
@@ -209,6 +220,7 @@ impl ExperimentConfig {
         self.trainer_table()?;
         self.compressor_table()?;
         self.aggregator_table()?;
+        self.downlink_table()?;
         Ok(())
     }
 
@@ -220,6 +232,14 @@ impl ExperimentConfig {
     /// The `[compressor]` plugin table.
     pub fn compressor_table(&self) -> Result<PluginTable> {
         PluginTable::from_value("compressor", &self.compressor)
+    }
+
+    /// The `[downlink]` compressor table, if the config has one.
+    pub fn downlink_table(&self) -> Result<Option<PluginTable>> {
+        self.downlink
+            .as_ref()
+            .map(|v| PluginTable::from_value("downlink", v))
+            .transpose()
     }
 
     /// The `[aggregator]` plugin table.
@@ -275,6 +295,12 @@ pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
     let mut cur = table;
     for (i, k) in keys.iter().enumerate() {
         if i + 1 == keys.len() {
+            // `kind` and `name` are one key: setting either replaces the other.
+            match *k {
+                "name" => cur.remove("kind"),
+                "kind" => cur.remove("name"),
+                _ => None,
+            };
             cur.insert((*k).to_string(), value);
             return Ok(());
         }

@@ -1,10 +1,13 @@
 //! The federation engine: the round loop of a simulated federated fine-tuning run.
 //!
 //! Per round: sample clients (seeded by experiment seed and round) → send each the global
-//! trainable state as a real dense payload (downlink bytes) → local training → compress
+//! trainable state as a real dense payload, or with `[downlink]` the compressed broadcasts
+//! it missed (downlink bytes) → local training → compress with the client's own state
 //! (uplink bytes = exact payload lengths) → server decodes (malformed payloads are
-//! rejected and counted, the round goes on) → aggregate → apply → evaluate every
-//! `eval.every` rounds → one JSON line in `metrics.jsonl`. At the end, `summary.json`.
+//! rejected and counted, the round goes on) → aggregate → apply (through the downlink
+//! compressor when there is one) → evaluate every `eval.every` rounds → one JSON line in
+//! `metrics.jsonl` → checkpoint of every client's compressor state. At the end,
+//! `summary.json`.
 //!
 //! Clients talk to the server only through payload bytes plus an example count and a
 //! training loss, so the same round logic can later drive remote clients. In simulation the
@@ -28,7 +31,9 @@ use cgfed_core::{
 use cgfed_data::{ByteTokenizer, DataConfig, FederatedData};
 
 use crate::accuracy::{mc_accuracy, AccuracyReport};
+use crate::checkpoint::{self, StateCheckpoint};
 use crate::config::ExperimentConfig;
+use crate::downlink::Downlink;
 use crate::metrics::{finite_mean, ClientMetrics, Quality, RoundMetrics, RunSummary};
 use crate::sampling::sample_clients;
 
@@ -43,8 +48,10 @@ pub struct RunInfo {
     pub rounds: usize,
     /// Trainer description.
     pub trainer: String,
-    /// Compressor name.
+    /// Compressor description (wrappers included).
     pub compressor: String,
+    /// Downlink compressor description, when `[downlink]` is configured.
+    pub downlink: Option<String>,
     /// Aggregator name.
     pub aggregator: String,
     /// Human-readable partition summary.
@@ -78,6 +85,7 @@ pub struct Experiment {
     aggregator: Box<dyn Aggregator>,
     data: FederatedData,
     states: Vec<ClientState>,
+    downlink: Option<Downlink>,
     layout: Arc<Layout>,
     device: Device,
     tokenizer: Arc<dyn TextTokenizer>,
@@ -116,6 +124,10 @@ impl Experiment {
             cgfed_data::build_tokenizer(&data_cfg, trainer.tokenizer())?;
         let compressor = registry::build_compressor(&cfg.compressor_table()?)?;
         let aggregator = registry::build_aggregator(&cfg.aggregator_table()?)?;
+        let downlink = cfg
+            .downlink_table()?
+            .map(|t| Downlink::build(&t, cfg.federation.clients))
+            .transpose()?;
         let data = cgfed_data::build_federated_data(
             &data_cfg,
             tokenizer.as_ref(),
@@ -129,6 +141,7 @@ impl Experiment {
             compressor,
             aggregator,
             states: vec![ClientState::default(); cfg.federation.clients],
+            downlink,
             data,
             layout,
             device,
@@ -192,6 +205,30 @@ impl Experiment {
         &self.data
     }
 
+    /// Client `c`'s compressor state (error-feedback residual, warm starts).
+    ///
+    /// # Panics
+    /// If `c` is not a client index.
+    pub fn client_state(&self, c: usize) -> &ClientState {
+        &self.states[c]
+    }
+
+    /// The compressor state of every client and of the server's downlink, as written to
+    /// the run's checkpoint after `round` completed rounds.
+    pub fn state_checkpoint(&self, round: usize) -> StateCheckpoint {
+        let (server, last_sync, broadcast) = match &self.downlink {
+            Some(d) => (d.state.clone(), d.last_sync.clone(), d.broadcast.clone()),
+            None => Default::default(),
+        };
+        StateCheckpoint {
+            round,
+            clients: self.states.clone(),
+            server,
+            last_sync,
+            broadcast,
+        }
+    }
+
     /// The trainer (e.g. to evaluate after a run).
     pub fn trainer_mut(&mut self) -> &mut dyn Trainer {
         self.trainer.as_mut()
@@ -236,7 +273,8 @@ impl Experiment {
             calibration_rounds,
             rounds,
             trainer: self.trainer.describe(),
-            compressor: self.compressor.name().to_string(),
+            compressor: self.compressor.describe(),
+            downlink: self.downlink.as_ref().map(Downlink::describe),
             aggregator: self.aggregator.name().to_string(),
             partition: self.data.summary.to_string(),
             initial_eval_loss: initial.loss,
@@ -303,6 +341,7 @@ impl Experiment {
                 uplink_bytes = m.uplink_bytes,
                 "round done"
             );
+            self.save_states(&run_dir, r + 1)?;
             observer.on_round(&m);
             history.push(m);
         }
@@ -321,7 +360,8 @@ impl Experiment {
             seed: self.cfg.experiment.seed,
             rounds: history.len(),
             trainer: self.trainer.describe(),
-            compressor: self.compressor.name().to_string(),
+            compressor: self.compressor.describe(),
+            downlink_compressor: self.downlink.as_ref().map(Downlink::describe),
             aggregator: self.aggregator.name().to_string(),
             update_numel: self.layout.numel(),
             initial_eval_loss: initial.loss,
@@ -345,6 +385,15 @@ impl Experiment {
         Ok(summary)
     }
 
+    /// Write the compressor-state checkpoint (when any state exists) after `round` rounds.
+    fn save_states(&self, run_dir: &std::path::Path, round: usize) -> Result<()> {
+        if self.states.iter().all(ClientState::is_empty) && self.downlink.is_none() {
+            return Ok(());
+        }
+        self.state_checkpoint(round)
+            .save(&checkpoint::path(run_dir))
+    }
+
     /// One round: downlink, local training, compression, decoding, aggregation.
     fn round(&mut self, r: usize, phase: Phase) -> Result<RoundMetrics> {
         let fed = &self.cfg.federation;
@@ -361,10 +410,16 @@ impl Experiment {
             Phase::Train => self.compressor.as_ref(),
         };
 
-        // Downlink: the global trainable state, as real dense bytes.
+        // Downlink: the global trainable state as real dense bytes, which every sampled
+        // client decodes; with `[downlink]`, what a client pays is what it missed.
         let server_ctx = self.ctx(r, SERVER, phase);
         let global = self.trainer.global_state()?;
         let down = dense.compress(&global, &mut ClientState::default(), &server_ctx)?;
+        let start = dense.decompress(&down, &server_ctx)?;
+        let downlink_bytes = match &mut self.downlink {
+            Some(d) => sampled.iter().map(|&c| d.sync_cost(c, r, down.len())).sum(),
+            None => down.len() * sampled.len(),
+        };
 
         let mut m = RoundMetrics {
             round: r + 1,
@@ -374,12 +429,14 @@ impl Experiment {
             rejected_updates: 0,
             skipped: false,
             uplink_bytes: 0,
-            downlink_bytes: down.len() * sampled.len(),
+            downlink_bytes,
             cum_uplink_bytes: 0,
             cum_downlink_bytes: 0,
             dense_bytes: 0,
             ratio: 0.0,
             quality: Quality::default(),
+            density: None,
+            downlink: None,
             train_loss: None,
             eval_loss: None,
             perplexity: None,
@@ -396,10 +453,10 @@ impl Experiment {
         let mut received: Vec<(Payload, Update)> = Vec::new();
         let mut accepted: Vec<ClientUpdate> = Vec::new();
         let mut quality: Vec<Reconstruction> = Vec::new();
+        let mut density: Vec<f64> = Vec::new();
         for &c in &sampled {
             let ctx = self.ctx(r, Some(c), phase);
-            // Client side: decode the global state it received, train, compress.
-            let start = dense.decompress(&down, &ctx)?;
+            // Client side: start from the global state it received, train, compress.
             let data: &[Example] = &self.data.clients[c];
             let t = Instant::now();
             let local = self.trainer.train_local(
@@ -422,6 +479,7 @@ impl Experiment {
                 dense_bytes,
                 ratio: 0.0,
                 quality: Quality::default(),
+                nonzero: 0,
                 rejected: false,
             };
             let t = Instant::now();
@@ -449,8 +507,11 @@ impl Experiment {
             m.time_decode_ms += ms(t);
             match decoded {
                 Ok(update) => {
-                    let q = Reconstruction::measure(&local.delta.to_flat()?, &update.to_flat()?);
+                    let decoded = update.to_flat()?;
+                    let q = Reconstruction::measure(&local.delta.to_flat()?, &decoded);
                     cm.quality = Quality::of(&q);
+                    cm.nonzero = decoded.iter().filter(|v| **v != 0.0).count();
+                    density.push(cm.nonzero as f64 / decoded.len().max(1) as f64);
                     quality.push(q);
                     accepted.push(ClientUpdate {
                         client: c,
@@ -478,6 +539,7 @@ impl Experiment {
         m.participants = accepted.len();
         m.ratio = ratio(m.dense_bytes, m.uplink_bytes);
         m.quality = Quality::mean(&quality);
+        m.density = finite_mean(density);
         let weight: usize = accepted.iter().map(|u| u.num_examples).sum();
         if weight > 0 {
             m.train_loss = Some(
@@ -492,12 +554,22 @@ impl Experiment {
         if accepted.is_empty() {
             tracing::warn!(round = r + 1, "no valid update: round skipped");
             m.skipped = true;
+            if let Some(d) = &mut self.downlink {
+                d.skip();
+            }
             return Ok(m);
         }
         let t = Instant::now();
         let delta = self.aggregator.aggregate(&accepted, &server_ctx)?;
         delta.check_finite()?;
-        self.trainer.apply_delta(&delta)?;
+        match &mut self.downlink {
+            Some(d) => {
+                let (broadcast, dm) = d.broadcast(&delta, &server_ctx)?;
+                self.trainer.apply_delta(&broadcast)?;
+                m.downlink = Some(dm);
+            }
+            None => self.trainer.apply_delta(&delta)?,
+        }
         if phase == Phase::Train {
             let report = self.compressor.after_round(&received, &server_ctx)?;
             m.extra.extend(report.metrics);

@@ -2,8 +2,9 @@
 //!
 //! The federation engine: loads an experiment config ([`config`]), builds the trainer,
 //! compressor and aggregator by name from the plugin registry, runs the round loop
-//! ([`engine`]) with seeded client sampling and exact byte accounting, and writes one JSON
-//! line of [`metrics`] per round plus a summary.
+//! ([`engine`]) with seeded client sampling and exact byte accounting, optional
+//! [`downlink`] compression, and writes one JSON line of [`metrics`] per round, a summary,
+//! and after every round a [`checkpoint`] of the compressors' per-client state.
 //!
 //! ```no_run
 //! use cgfed_plugins as _; // link every plugin so the registry can find them
@@ -15,12 +16,16 @@
 //! ```
 
 pub mod accuracy;
+pub mod checkpoint;
 pub mod config;
+pub mod downlink;
 pub mod engine;
 pub mod metrics;
 pub mod sampling;
 
 pub use accuracy::{mc_accuracy, AccuracyReport};
+pub use checkpoint::StateCheckpoint;
 pub use config::{load_config, load_experiment, ExperimentConfig};
+pub use downlink::{Downlink, DownlinkMetrics};
 pub use engine::{flat_accuracy, run_experiment, Evaluation, Experiment, Observer, Quiet, RunInfo};
 pub use metrics::{ClientMetrics, Quality, RoundMetrics, RunSummary};

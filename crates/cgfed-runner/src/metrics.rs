@@ -65,6 +65,9 @@ pub struct ClientMetrics {
     /// How well the server's decode matches the true update.
     #[serde(flatten)]
     pub quality: Quality,
+    /// Non-zero elements in the decoded update (the actual k of a sparsifier).
+    #[serde(default)]
+    pub nonzero: usize,
     /// Whether the server rejected the payload.
     pub rejected: bool,
 }
@@ -99,6 +102,12 @@ pub struct RoundMetrics {
     /// Means over clients of their [`Quality`] (finite values only).
     #[serde(flatten)]
     pub quality: Quality,
+    /// Mean over accepted clients of the share of non-zero decoded elements.
+    #[serde(default)]
+    pub density: Option<f64>,
+    /// The downlink broadcast of this round, when `[downlink]` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downlink: Option<crate::downlink::DownlinkMetrics>,
     /// Example-weighted mean of the clients' training losses.
     pub train_loss: Option<f64>,
     /// Held-out loss per target token after this round, when evaluated.
@@ -146,8 +155,11 @@ pub struct RunSummary {
     pub rounds: usize,
     /// Trainer description (model size, trainable parameters).
     pub trainer: String,
-    /// Compressor name.
+    /// Compressor, as described by itself (wrappers included, e.g. `topk, error feedback`).
     pub compressor: String,
+    /// The downlink compressor, when `[downlink]` is configured.
+    #[serde(default)]
+    pub downlink_compressor: Option<String>,
     /// Aggregator name.
     pub aggregator: String,
     /// Elements in one update.

@@ -56,7 +56,7 @@ fn build(t: &PluginTable) -> Result<Box<dyn GradientCompressor>> {
 }
 
 cgfed_core::inventory::submit! {
-    Plugin { name: "test-flaky", summary: "test only: truncates some clients' payloads", factory: Factory::Compressor(build) }
+    Plugin { name: "test-flaky", summary: "test only: truncates some clients' payloads", params: &[], factory: Factory::Compressor(build) }
 }
 
 #[test]

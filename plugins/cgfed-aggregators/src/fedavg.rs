@@ -77,6 +77,11 @@ cgfed_core::inventory::submit! {
     Plugin {
         name: "fedavg",
         summary: "weighted mean of client deltas (by example count, or uniform)",
+        params: &[cgfed_core::Param {
+            key: "weighting",
+            default: "\"examples\"",
+            help: "\"examples\" (weighted by each client's example count) or \"uniform\"",
+        }],
         factory: Factory::Aggregator(build),
     }
 }

@@ -10,14 +10,18 @@
 //! and a new plugin crate adds one `extern crate` line here.
 
 extern crate cgfed_aggregators as _;
+extern crate cgfed_lowrank as _;
 extern crate cgfed_model as _;
 extern crate cgfed_quantize as _;
+extern crate cgfed_sparsify as _;
 
 /// Names of the plugin crates linked by this umbrella (for `cgfed list` and tests).
 pub const LINKED_CRATES: &[&str] = &[
     "cgfed-core",
     "cgfed-model",
     "cgfed-quantize",
+    "cgfed-sparsify",
+    "cgfed-lowrank",
     "cgfed-aggregators",
 ];
 

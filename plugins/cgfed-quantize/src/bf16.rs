@@ -30,17 +30,19 @@ impl GradientCompressor for Bf16 {
         update.check_finite()?;
         let mut p = Payload::builder(self.name())?;
         p.reserve(2 * update.numel());
-        for part in update.to_parts()? {
-            p.put_bf16s(&part);
-        }
+        update.for_each_host(|_, _, v| {
+            p.put_bf16s(v);
+            Ok(())
+        })?;
         Ok(p.finish())
     }
 
     fn decompress(&self, payload: &Payload, ctx: &RoundCtx) -> Result<Update> {
         let mut r = payload.open(self.name())?;
-        let values = r.bf16s(ctx.layout.numel())?;
+        let parts =
+            cgfed_core::wire::per_tensor(&mut r, &ctx.layout, cgfed_core::wire::ByteReader::bf16s)?;
         r.finish()?;
-        Update::from_flat(&ctx.layout, &values, &ctx.device)
+        Update::from_parts(&ctx.layout, parts, &ctx.device)
     }
 }
 
@@ -53,6 +55,7 @@ cgfed_core::inventory::submit! {
     Plugin {
         name: "bf16",
         summary: "bfloat16, 2 bytes per element, f32's range (ratio ~2)",
+        params: &[],
         factory: Factory::Compressor(build),
     }
 }

@@ -33,22 +33,25 @@ impl GradientCompressor for Fp16 {
         update.check_finite()?;
         let mut p = Payload::builder(self.name())?;
         p.reserve(2 * update.numel());
-        for ((name, _), part) in update.iter().zip(update.to_parts()?) {
+        update.for_each_host(|_, spec, part| {
             if let Some(v) = part.iter().find(|v| v.abs() > F16_MAX) {
                 return Err(Error::InvalidInput(format!(
-                    "tensor `{name}` has value {v} beyond the f16 range ±{F16_MAX}"
+                    "tensor `{}` has value {v} beyond the f16 range ±{F16_MAX}",
+                    spec.name
                 )));
             }
-            p.put_f16s(&part);
-        }
+            p.put_f16s(part);
+            Ok(())
+        })?;
         Ok(p.finish())
     }
 
     fn decompress(&self, payload: &Payload, ctx: &RoundCtx) -> Result<Update> {
         let mut r = payload.open(self.name())?;
-        let values = r.f16s(ctx.layout.numel())?;
+        let parts =
+            cgfed_core::wire::per_tensor(&mut r, &ctx.layout, cgfed_core::wire::ByteReader::f16s)?;
         r.finish()?;
-        Update::from_flat(&ctx.layout, &values, &ctx.device)
+        Update::from_parts(&ctx.layout, parts, &ctx.device)
     }
 }
 
@@ -61,6 +64,7 @@ cgfed_core::inventory::submit! {
     Plugin {
         name: "fp16",
         summary: "IEEE half precision, 2 bytes per element (ratio ~2)",
+        params: &[],
         factory: Factory::Compressor(build),
     }
 }

@@ -15,6 +15,8 @@ fn conformance_suite() {
         bf16().as_ref(),
         &Expect {
             max_rel_err: 1.96e-3,
+            payload_len: Some(|l| Payload::header_len("bf16") + 2 * l.numel()),
+            ..Expect::default()
         },
     );
 }

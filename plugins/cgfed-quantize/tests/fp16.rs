@@ -15,6 +15,9 @@ fn conformance_suite() {
         fp16().as_ref(),
         &Expect {
             max_rel_err: 4.9e-4,
+            payload_len: Some(|l| Payload::header_len("fp16") + 2 * l.numel()),
+            scale_invariant: false,
+            ..Expect::default()
         },
     );
 }

@@ -34,17 +34,18 @@ impl GradientCompressor for NoCompression {
         update.check_finite()?;
         let mut p = Payload::builder(self.name())?;
         p.reserve(4 * update.numel());
-        for part in update.to_parts()? {
-            p.put_f32s(&part);
-        }
+        update.for_each_host(|_, _, v| {
+            p.put_f32s(v);
+            Ok(())
+        })?;
         Ok(p.finish())
     }
 
     fn decompress(&self, payload: &Payload, ctx: &RoundCtx) -> Result<Update> {
         let mut r = payload.open(self.name())?;
-        let values = r.f32s(ctx.layout.numel())?;
+        let parts = crate::wire::per_tensor(&mut r, &ctx.layout, crate::wire::ByteReader::f32s)?;
         r.finish()?;
-        Update::from_flat(&ctx.layout, &values, &ctx.device)
+        Update::from_parts(&ctx.layout, parts, &ctx.device)
     }
 }
 
@@ -57,6 +58,7 @@ inventory::submit! {
     Plugin {
         name: "none",
         summary: "dense f32, no compression: the reference every comparison needs",
+        params: &[],
         factory: Factory::Compressor(build),
     }
 }

@@ -1,6 +1,18 @@
-//! Bounds-checked reading of payload bodies. Every read checks the remaining length first,
-//! so a malformed or truncated payload is an [`Error::MalformedPayload`], never a panic,
-//! and no allocation is sized by an unchecked length field.
+//! Wire-format building blocks for payload bodies.
+//!
+//! - [`ByteReader`]: bounds-checked reading. Every read checks the remaining length first,
+//!   so a malformed or truncated payload is an [`Error::MalformedPayload`], never a panic,
+//!   and no allocation is sized by an unchecked length field.
+//! - [`varint`]: LEB128 unsigned integers (canonical encodings only).
+//! - [`bits`]: fixed-width bit packing of small unsigned integers (quantized values, signs).
+//! - [`indices`]: sparse index sets coded with the cheapest of a bitmap, delta-varint gaps
+//!   and Elias–Fano, chosen per set.
+//!
+//! Writers append to a [`crate::payload::PayloadBuilder`]; readers consume a [`ByteReader`].
+
+pub mod bits;
+pub mod indices;
+pub mod varint;
 
 use crate::error::{Error, Result};
 
@@ -39,6 +51,13 @@ impl<'a> ByteReader<'a> {
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
         Ok(out)
+    }
+
+    /// Everything not yet read.
+    pub fn rest(&mut self) -> &'a [u8] {
+        let out = &self.buf[self.pos..];
+        self.pos = self.buf.len();
+        out
     }
 
     /// One byte.
@@ -89,6 +108,33 @@ impl<'a> ByteReader<'a> {
         Ok(out)
     }
 
+    /// A LEB128 varint (see [`varint`]): at most 10 bytes, canonical, fits in a u64.
+    pub fn varint(&mut self) -> Result<u64> {
+        let (v, used) = varint::decode(&self.buf[self.pos..])?;
+        self.pos += used;
+        Ok(v)
+    }
+
+    /// A varint that must be at most `max` (a count or a length); names `what` in the error.
+    pub fn varint_at_most(&mut self, max: usize, what: &str) -> Result<usize> {
+        let at = self.pos;
+        let v = self.varint()?;
+        if v > max as u64 {
+            return Err(Error::malformed(format!(
+                "{what} {v} at offset {at} exceeds its limit {max}"
+            )));
+        }
+        Ok(v as usize)
+    }
+
+    /// A reader over the next `ceil(count·width/8)` bytes holding `count` packed values of
+    /// `width` bits each (see [`bits`]).
+    pub fn bits(&mut self, count: usize, width: u32) -> Result<bits::BitReader<'a>> {
+        let len = bits::packed_len(count, width)
+            .ok_or_else(|| Error::malformed("bit-packed length overflow"))?;
+        bits::BitReader::new(self.bytes(len)?, count, width)
+    }
+
     /// Fail unless every byte has been consumed (trailing garbage is malformed).
     pub fn finish(self) -> Result<()> {
         if self.remaining() != 0 {
@@ -102,7 +148,19 @@ impl<'a> ByteReader<'a> {
     }
 }
 
-fn check_finite(vals: &[f32]) -> Result<()> {
+/// Read one value vector per tensor of `layout` with `read(reader, numel)`, in layout
+/// order (e.g. `per_tensor(&mut r, layout, ByteReader::f16s)`), ready for
+/// [`crate::Update::from_parts`].
+pub fn per_tensor<'a>(
+    r: &mut ByteReader<'a>,
+    layout: &crate::update::Layout,
+    mut read: impl FnMut(&mut ByteReader<'a>, usize) -> Result<Vec<f32>>,
+) -> Result<Vec<Vec<f32>>> {
+    layout.specs().iter().map(|s| read(r, s.numel())).collect()
+}
+
+/// Error naming the first NaN or infinity in decoded values.
+pub fn check_finite(vals: &[f32]) -> Result<()> {
     match vals.iter().position(|v| !v.is_finite()) {
         Some(i) => Err(Error::malformed(format!(
             "non-finite value {} at element {i}",
