@@ -42,7 +42,7 @@ pub mod update;
 pub mod wire;
 pub mod wrappers;
 
-pub use aggregator::{Aggregator, ClientUpdate};
+pub use aggregator::{Aggregated, Aggregator, ClientUpdate};
 pub use compressor::{GradientCompressor, HookReport};
 pub use config::PluginTable;
 pub use context::{Phase, RoundCtx};

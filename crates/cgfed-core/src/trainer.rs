@@ -32,6 +32,9 @@ pub struct TrainCtx {
     pub client: usize,
     /// The experiment seed (combine with round and client for batch order and dropout).
     pub seed: u64,
+    /// Take this many optimizer steps instead of the trainer's configured number (a
+    /// straggler that finished only part of its work). `None`: the configured number.
+    pub local_steps: Option<usize>,
 }
 
 /// What a client's local training produced.
@@ -152,6 +155,19 @@ pub trait Trainer: Send {
         data: &[Example],
         ctx: &TrainCtx,
     ) -> Result<LocalOutcome>;
+
+    /// Add `residual` to frozen base weights: one `[out, in]` tensor per adapted module,
+    /// named by its module path (e.g. `layers.3.self_attn.q_proj`), in units of the LoRA
+    /// product `B·A` (the trainer applies its LoRA scale). Aggregators that aggregate the
+    /// LoRA product exactly produce it ([`Aggregated::base_residual`](crate::Aggregated)).
+    /// Default: an error saying the trainer cannot.
+    fn merge_into_base(&mut self, residual: &Update) -> Result<()> {
+        let _ = residual;
+        Err(Error::Other(format!(
+            "trainer {} cannot merge a residual into its base weights",
+            self.name()
+        )))
+    }
 
     /// Mean loss of the global state on `data`.
     fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome>;

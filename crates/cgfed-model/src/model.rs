@@ -509,6 +509,44 @@ impl Llama {
         Ok(())
     }
 
+    /// Add `scale · residual` to the frozen base weight of the adapted linear at
+    /// `module_path` (e.g. `model.layers.3.self_attn.q_proj`), where `scale` is the adapter's
+    /// `alpha / rank`: the exact-LoRA-aggregation residual (see
+    /// [`Trainer::merge_into_base`](cgfed_core::Trainer::merge_into_base)).
+    ///
+    /// # Errors
+    /// No adapted linear at that path, or `residual` is not `[out, in]`.
+    pub fn add_to_base_weight(&mut self, module_path: &str, residual: &Tensor) -> Result<()> {
+        for (i, block) in self.layers.iter_mut().enumerate() {
+            for t in LoraTarget::ALL {
+                if t.module_path(i) != module_path {
+                    continue;
+                }
+                let lin = block.linear_mut(t);
+                let Some(scale) = lin.adapter().map(|a| a.scale) else {
+                    return Err(Error::InvalidInput(format!(
+                        "`{module_path}` has no LoRA adapter to merge a residual for"
+                    )));
+                };
+                let w = lin.weight();
+                if residual.dims() != w.dims() {
+                    return Err(Error::InvalidInput(format!(
+                        "residual for `{module_path}` has shape {:?}, the weight {:?}",
+                        residual.dims(),
+                        w.dims()
+                    )));
+                }
+                let r = residual.to_dtype(w.dtype())?.to_device(w.device())?;
+                let next = (w + r.affine(scale, 0.0)?)?.detach();
+                *lin.weight_mut() = next;
+                return Ok(());
+            }
+        }
+        Err(Error::InvalidInput(format!(
+            "no adapted linear layer `{module_path}` in the model"
+        )))
+    }
+
     /// The LoRA config of the attached adapters, if any.
     pub fn lora_config(&self) -> Option<&LoraConfig> {
         self.lora.as_ref()

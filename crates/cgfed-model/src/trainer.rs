@@ -9,7 +9,12 @@
 //! optimizer = "adamw"    # "adamw" (default; betas 0.9/0.999, eps 1e-8) or "sgd"
 //! weight_decay = 0.0     # decoupled weight decay for adamw, default 0 (must be 0 for sgd)
 //! # max_grad_norm = 1.0  # clip the global gradient norm; default: no clipping
+//! prox_mu = 0.0          # FedProx proximal term μ/2·‖w − w_start‖²; default 0 (off)
 //! ```
+//!
+//! `prox_mu = μ > 0` is FedProx's client objective (Li et al., 2020): every step adds
+//! `μ·(w − w_start)` to the gradient of each trainable tensor, pulling the local model
+//! towards the state the round started from (reported `train_loss` stays the data loss).
 //!
 //! The trainer holds the global LoRA state (an [`Update`]). A local run loads the state it
 //! is given into the adapters, builds a fresh optimizer, takes `local_steps` steps on
@@ -84,6 +89,11 @@ const TRAINER_PARAMS: &[cgfed_core::Param] = &[
         key: "max_grad_norm",
         default: "-",
         help: "clip the global gradient norm; default: no clipping",
+    },
+    cgfed_core::Param {
+        key: "prox_mu",
+        default: "0.0",
+        help: "FedProx proximal term μ (gradient += μ·(w − w_start)); 0 = plain local SGD/AdamW",
     },
 ];
 
@@ -166,6 +176,10 @@ pub struct TrainerConfig {
     /// Clip the global gradient norm to this value before each step. Default: no clipping.
     #[serde(default)]
     pub max_grad_norm: Option<f64>,
+    /// FedProx's proximal coefficient μ (`μ/2·‖w − w_start‖²` added to the local
+    /// objective). Default 0: off.
+    #[serde(default)]
+    pub prox_mu: f64,
 }
 
 impl Default for TrainerConfig {
@@ -177,6 +191,7 @@ impl Default for TrainerConfig {
             optimizer: OptimizerKind::default(),
             weight_decay: 0.0,
             max_grad_norm: None,
+            prox_mu: 0.0,
         }
     }
 }
@@ -208,6 +223,11 @@ impl TrainerConfig {
             self.optimizer == OptimizerKind::Adamw || self.weight_decay == 0.0,
             "trainer.weight_decay",
             "is only supported with optimizer = \"adamw\"",
+        )?;
+        ensure(
+            self.prox_mu.is_finite() && self.prox_mu >= 0.0,
+            "trainer.prox_mu",
+            format!("must be finite and >= 0 (0 = off), got {}", self.prox_mu),
         )?;
         if let Some(c) = self.max_grad_norm {
             ensure(
@@ -395,14 +415,16 @@ impl LlamaTrainer {
     /// summed loss, the number of target tokens and the trained state.
     fn run_steps(
         &mut self,
+        start: &Update,
         data: &[Example],
         sampler: &mut BatchSampler,
         seed: u64,
+        steps: usize,
     ) -> Result<(f64, usize, Update)> {
         let vars = self.params.iter().map(|(_, v)| v.clone()).collect();
         let mut opt = LocalOptimizer::new(&self.config, vars)?;
         let (mut loss_sum, mut tokens) = (0.0, 0);
-        for step in 0..self.config.local_steps {
+        for step in 0..steps {
             let idx = sampler.next_batch();
             let examples: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
             let batch = Batch::new(&examples, self.model.device())?;
@@ -419,6 +441,9 @@ impl LlamaTrainer {
                 )));
             }
             let mut grads = loss.backward()?;
+            if self.config.prox_mu > 0.0 {
+                self.add_proximal(&mut grads, start)?;
+            }
             if let Some(max) = self.config.max_grad_norm {
                 self.clip(&mut grads, max)?;
             }
@@ -427,6 +452,24 @@ impl LlamaTrainer {
             tokens += batch.num_targets;
         }
         Ok((loss_sum, tokens, snapshot(&self.params)?))
+    }
+
+    /// FedProx: `grad += μ·(w − w_start)` for every trainable tensor.
+    fn add_proximal(
+        &self,
+        grads: &mut candle_core::backprop::GradStore,
+        start: &Update,
+    ) -> Result<()> {
+        let mu = self.config.prox_mu;
+        for ((_, var), (_, w0)) in self.params.iter().zip(start.iter()) {
+            let pull = (var.as_tensor().detach() - w0.to_dtype(var.dtype())?)?.affine(mu, 0.0)?;
+            let g = match grads.remove(var) {
+                Some(g) => (g + pull)?,
+                None => pull,
+            };
+            grads.insert(var, g);
+        }
+        Ok(())
     }
 
     /// Clip the global gradient norm of the trainable tensors to `max` (in place in `grads`).
@@ -508,12 +551,17 @@ impl Trainer for LlamaTrainer {
         let seed = mix_seed(&[ctx.seed, ctx.round as u64, ctx.client as u64]);
         let mut sampler = BatchSampler::new(data, self.config.batch_size, seed)?;
         self.load(&start)?;
-        let result = self.run_steps(data, &mut sampler, seed);
+        let steps = ctx.local_steps.unwrap_or(self.config.local_steps);
+        if steps == 0 {
+            return Err(Error::InvalidInput(
+                "a local run needs at least one step (TrainCtx::local_steps = 0)".into(),
+            ));
+        }
+        let result = self.run_steps(&start, data, &mut sampler, seed, steps);
         // Restore the global state whatever happened.
         let restored = self.load(&self.global);
         let (loss_sum, tokens, trained) = result?;
         restored?;
-        let steps = self.config.local_steps;
         Ok(LocalOutcome {
             delta: trained.sub(&start)?,
             num_examples: data.len(),
@@ -521,6 +569,20 @@ impl Trainer for LlamaTrainer {
             steps,
             tokens,
         })
+    }
+
+    /// Adds `scale · R` to the frozen base weight of each named adapted module (LoRA mode
+    /// only; in full fine-tuning the base weights are the state itself).
+    fn merge_into_base(&mut self, residual: &Update) -> Result<()> {
+        if self.model.lora_config().map(|l| l.mode) != Some(LoraMode::Lora) {
+            return Err(Error::InvalidInput(
+                "a base-weight residual needs LoRA adapters (lora.mode = \"lora\")".into(),
+            ));
+        }
+        for (module, r) in residual.iter() {
+            self.model.add_to_base_weight(module, r)?;
+        }
+        Ok(())
     }
 
     fn evaluate(&mut self, data: &[Example]) -> Result<EvalOutcome> {

@@ -49,6 +49,7 @@ const CTX: TrainCtx = TrainCtx {
     round: 1,
     client: 2,
     seed: 9,
+    local_steps: None,
 };
 
 #[test]

@@ -43,6 +43,7 @@ fn training_on_one_batch_reduces_its_loss() -> anyhow::Result<()> {
             round: 0,
             client: 0,
             seed: 5,
+            local_steps: None,
         },
     )?;
     trainer.apply_delta(&out.delta)?;

@@ -60,6 +60,7 @@ fn trained() -> anyhow::Result<LlamaTrainer> {
         round: 0,
         client: 0,
         seed: 11,
+        local_steps: None,
     };
     let out = t.train_local(&start, &data(), &ctx)?;
     t.apply_delta(&out.delta)?;

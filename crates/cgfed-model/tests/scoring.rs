@@ -340,6 +340,7 @@ fn scoring_is_deterministic_without_dropout_after_training() -> anyhow::Result<(
             round: 0,
             client: 0,
             seed: 3,
+            local_steps: None,
         },
     )?;
     t.apply_delta(&out.delta)?;

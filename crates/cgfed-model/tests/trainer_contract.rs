@@ -39,6 +39,7 @@ fn ctx(client: usize) -> TrainCtx {
         round: 2,
         client,
         seed: 99,
+        local_steps: None,
     }
 }
 

@@ -28,6 +28,17 @@ pub fn path(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoint").join(FILE)
 }
 
+/// File name of the aggregator's state inside `<run_dir>/checkpoint/`.
+pub const AGGREGATOR_FILE: &str = "aggregator_state.bin";
+
+/// Where a run keeps its aggregator's state ([`Aggregator::save_state`]'s bytes, written
+/// atomically after every round when the aggregator has state, e.g. FedAdam's moments).
+///
+/// [`Aggregator::save_state`]: cgfed_core::Aggregator::save_state
+pub fn aggregator_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint").join(AGGREGATOR_FILE)
+}
+
 /// Everything the compressors remember between rounds.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateCheckpoint {

@@ -20,6 +20,7 @@
 //! rounds = 3
 //! clients = 8
 //! clients_per_round = 4
+//! # min_clients = 1    # quorum: fewer valid updates and the round is skipped
 //!
 //! [trainer]            # plugin: name + its keys
 //! name = "llama"
@@ -34,6 +35,14 @@
 //! # kind = "topk"
 //! # ratio = 0.1
 //! # error_feedback = true
+//!
+//! # [faults]          # optional: Byzantine clients, drop-outs, stragglers (see `faults`)
+//! # byzantine_fraction = 0.25
+//! # attack = "sign-flip"
+//!
+//! # [privacy]         # optional: client-level DP (see cgfed_aggregators::privacy)
+//! # clip_norm = 0.1
+//! # noise_multiplier = 1.0
 //!
 //! [eval]
 //! every = 1                 # held-out loss every this many rounds (and after the last)
@@ -76,6 +85,10 @@ pub struct FederationSection {
     pub clients: usize,
     /// Clients sampled per round, `1..=clients`.
     pub clients_per_round: usize,
+    /// Quorum: a round with fewer valid updates than this is skipped (logged, counted in
+    /// `skipped_rounds`), `1..=clients_per_round`. Default 1.
+    #[serde(default = "one")]
+    pub min_clients: usize,
 }
 
 /// `[eval]`: held-out evaluation.
@@ -163,6 +176,13 @@ pub struct ExperimentConfig {
     /// global state to every sampled client; see [`crate::downlink`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downlink: Option<toml::Value>,
+    /// `[faults]`: simulated Byzantine clients, drop-outs and stragglers (default: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<crate::faults::FaultsSection>,
+    /// `[privacy]`: client-level differential privacy (clipping + Gaussian noise), parsed
+    /// by [`cgfed_aggregators::privacy`] (default: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<toml::Table>,
     /// `[eval]`.
     #[serde(default)]
     pub eval: EvalSection,
@@ -203,6 +223,18 @@ impl ExperimentConfig {
                 f.clients, f.clients_per_round
             ),
         )?;
+        ensure(
+            (1..=f.clients_per_round).contains(&f.min_clients),
+            "federation.min_clients",
+            format!(
+                "must be in 1..={} (federation.clients_per_round), got {}",
+                f.clients_per_round, f.min_clients
+            ),
+        )?;
+        if let Some(faults) = &self.faults {
+            faults.validate()?;
+        }
+        self.privacy_config()?;
         ensure(self.eval.every >= 1, "eval.every", "must be at least 1")?;
         ensure(
             self.eval.accuracy_items != Some(0),
@@ -242,6 +274,14 @@ impl ExperimentConfig {
             .transpose()
     }
 
+    /// The `[privacy]` settings, if the config has them.
+    pub fn privacy_config(&self) -> Result<Option<cgfed_aggregators::privacy::DpConfig>> {
+        self.privacy
+            .as_ref()
+            .map(cgfed_aggregators::privacy::DpConfig::from_table)
+            .transpose()
+    }
+
     /// The `[aggregator]` plugin table.
     pub fn aggregator_table(&self) -> Result<PluginTable> {
         PluginTable::from_value("aggregator", &self.aggregator)
@@ -278,7 +318,8 @@ pub fn load_experiment(path: &Path, overrides: &[String]) -> Result<crate::Exper
 }
 
 /// Apply one `key.path=value` override. The value is read as TOML (`3`, `0.5`, `true`,
-/// `"x"`, `[1, 2]`, `{ name = "fp16" }`) and falls back to a plain string (`fp16`).
+/// `"x"`, `[1, 2]`, `{ name = "fp16" }`) and falls back to a plain string (`fp16`); the
+/// bare words `nan` and `inf` are strings too.
 pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
     let (path, raw) = spec.split_once('=').ok_or_else(|| {
         Error::config(
@@ -330,6 +371,11 @@ pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<()> {
 }
 
 fn parse_value(raw: &str) -> toml::Value {
+    // TOML reads the bare words `nan` and `inf` as floats, which no key accepts; as
+    // overrides they are names (`--set faults.attack=nan`).
+    if matches!(raw, "nan" | "inf") {
+        return toml::Value::String(raw.to_string());
+    }
     toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))

@@ -130,3 +130,47 @@ impl Downlink {
         self.broadcast.push(0);
     }
 }
+
+/// The base-weight residuals of exact LoRA aggregation
+/// ([`Aggregated::base_residual`](cgfed_core::Aggregated)) that clients must download to
+/// hold the server's base model: a client pays, when sampled, every residual since it last
+/// took part (each in the aggregator's cheapest exact form), or the dense f32 base weights
+/// of the affected modules if that is smaller.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResidualLog {
+    /// Per completed round: the residual's wire size (0 when the round had none).
+    pub bytes: Vec<usize>,
+    /// Per client: the first round whose residual it has not received.
+    pub synced: Vec<usize>,
+    /// f32 size of the base weights the residuals touch (0 until the first residual).
+    pub dense_bytes: usize,
+}
+
+impl ResidualLog {
+    /// An empty log for `clients` clients.
+    pub fn new(clients: usize) -> Self {
+        Self {
+            bytes: Vec::new(),
+            synced: vec![0; clients],
+            dense_bytes: 0,
+        }
+    }
+
+    /// Record round `round`'s residual (`bytes` on the wire, `dense_bytes` as f32).
+    pub fn record(&mut self, round: usize, bytes: usize, dense_bytes: usize) {
+        if self.bytes.len() <= round {
+            self.bytes.resize(round + 1, 0);
+        }
+        self.bytes[round] = bytes;
+        self.dense_bytes = self.dense_bytes.max(dense_bytes);
+    }
+
+    /// Bytes client `c` downloads at the start of round `round`; marks it as synced.
+    pub fn sync_cost(&mut self, c: usize, round: usize) -> usize {
+        let end = round.min(self.bytes.len());
+        let from = self.synced[c].min(end);
+        let missed: usize = self.bytes[from..end].iter().sum();
+        self.synced[c] = round;
+        missed.min(self.dense_bytes)
+    }
+}

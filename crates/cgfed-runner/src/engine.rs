@@ -33,8 +33,10 @@ use cgfed_data::{ByteTokenizer, DataConfig, FederatedData};
 use crate::accuracy::{mc_accuracy, AccuracyReport};
 use crate::checkpoint::{self, StateCheckpoint};
 use crate::config::ExperimentConfig;
-use crate::downlink::Downlink;
-use crate::metrics::{finite_mean, ClientMetrics, Quality, RoundMetrics, RunSummary};
+use crate::downlink::{Downlink, ResidualLog};
+use crate::faults::{attack_seed, Fate, StragglerPolicy};
+use crate::metrics::{finite_mean, ClientMetrics, ClientStatus, Quality, RoundMetrics, RunSummary};
+use crate::privacy::Privacy;
 use crate::sampling::sample_clients;
 
 /// What an observer (a progress bar, a test) learns when a run starts.
@@ -86,6 +88,9 @@ pub struct Experiment {
     data: FederatedData,
     states: Vec<ClientState>,
     downlink: Option<Downlink>,
+    residuals: ResidualLog,
+    byzantine: Vec<bool>,
+    privacy: Option<Privacy>,
     layout: Arc<Layout>,
     device: Device,
     tokenizer: Arc<dyn TextTokenizer>,
@@ -135,6 +140,14 @@ impl Experiment {
             seed,
         )?;
         let layout = Arc::new(trainer.layout().clone());
+        let fed = &cfg.federation;
+        let byzantine = match &cfg.faults {
+            Some(f) => f.byzantine_clients(fed.clients, seed),
+            None => vec![false; fed.clients],
+        };
+        let privacy = cfg
+            .privacy_config()?
+            .map(|p| Privacy::new(p, fed.clients, fed.clients_per_round));
         Ok(Self {
             cfg: cfg.clone(),
             trainer,
@@ -142,6 +155,9 @@ impl Experiment {
             aggregator,
             states: vec![ClientState::default(); cfg.federation.clients],
             downlink,
+            residuals: ResidualLog::new(cfg.federation.clients),
+            byzantine,
+            privacy,
             data,
             layout,
             device,
@@ -275,7 +291,7 @@ impl Experiment {
             trainer: self.trainer.describe(),
             compressor: self.compressor.describe(),
             downlink: self.downlink.as_ref().map(Downlink::describe),
-            aggregator: self.aggregator.name().to_string(),
+            aggregator: self.aggregator.describe(),
             partition: self.data.summary.to_string(),
             initial_eval_loss: initial.loss,
             initial_accuracy: initial_accuracy.clone(),
@@ -325,6 +341,9 @@ impl Experiment {
                 }
                 m.time_eval_ms = ms(t);
             }
+            if let Some(p) = &self.privacy {
+                m.epsilon = Some(p.report(r + 1)?.epsilon).filter(|e| e.is_finite());
+            }
             cum_up += m.uplink_bytes;
             cum_down += m.downlink_bytes;
             m.cum_uplink_bytes = cum_up;
@@ -362,7 +381,7 @@ impl Experiment {
             trainer: self.trainer.describe(),
             compressor: self.compressor.describe(),
             downlink_compressor: self.downlink.as_ref().map(Downlink::describe),
-            aggregator: self.aggregator.name().to_string(),
+            aggregator: self.aggregator.describe(),
             update_numel: self.layout.numel(),
             initial_eval_loss: initial.loss,
             final_eval_loss: last_eval,
@@ -375,6 +394,17 @@ impl Experiment {
             mean_snr_db: finite_mean(history.iter().filter_map(|m| m.quality.snr_db)),
             rejected_updates: history.iter().map(|m| m.rejected_updates).sum(),
             skipped_rounds: history.iter().filter(|m| m.skipped).count(),
+            dropped_clients: history.iter().map(|m| m.dropped).sum(),
+            stragglers: history.iter().map(|m| m.stragglers).sum(),
+            byzantine_clients: (0..self.byzantine.len())
+                .filter(|&c| self.byzantine[c])
+                .collect(),
+            faults: self.cfg.faults.clone(),
+            privacy: self
+                .privacy
+                .as_ref()
+                .map(|p| p.report(history.len()))
+                .transpose()?,
             wall_s: started.elapsed().as_secs_f64(),
             adapter_dir,
             initial_accuracy: flat_accuracy(&initial_accuracy),
@@ -385,8 +415,13 @@ impl Experiment {
         Ok(summary)
     }
 
-    /// Write the compressor-state checkpoint (when any state exists) after `round` rounds.
+    /// Write the aggregator's state (when it has one) and the compressor-state checkpoint
+    /// (when any state exists) after `round` rounds.
     fn save_states(&self, run_dir: &std::path::Path, round: usize) -> Result<()> {
+        let agg = self.aggregator.save_state()?;
+        if !agg.is_empty() {
+            checkpoint::write_atomic(&checkpoint::aggregator_path(run_dir), &agg)?;
+        }
         if self.states.iter().all(ClientState::is_empty) && self.downlink.is_none() {
             return Ok(());
         }
@@ -394,15 +429,12 @@ impl Experiment {
             .save(&checkpoint::path(run_dir))
     }
 
-    /// One round: downlink, local training, compression, decoding, aggregation.
+    /// One round: downlink, local training (with the configured faults), compression,
+    /// decoding, the quorum check, aggregation.
     fn round(&mut self, r: usize, phase: Phase) -> Result<RoundMetrics> {
         let fed = &self.cfg.federation;
-        let sampled = sample_clients(
-            fed.clients,
-            fed.clients_per_round,
-            self.cfg.experiment.seed,
-            r,
-        );
+        let seed = self.cfg.experiment.seed;
+        let sampled = sample_clients(fed.clients, fed.clients_per_round, seed, r);
         let dense = NoCompression;
         // Calibration rounds send dense updates for the compressor to observe.
         let compressor: &dyn GradientCompressor = match phase {
@@ -411,53 +443,45 @@ impl Experiment {
         };
 
         // Downlink: the global trainable state as real dense bytes, which every sampled
-        // client decodes; with `[downlink]`, what a client pays is what it missed.
+        // client decodes; with `[downlink]`, what a client pays is what it missed. Exact
+        // LoRA aggregation adds the base-weight residuals a client has not seen yet.
         let server_ctx = self.ctx(r, SERVER, phase);
         let global = self.trainer.global_state()?;
         let down = dense.compress(&global, &mut ClientState::default(), &server_ctx)?;
         let start = dense.decompress(&down, &server_ctx)?;
-        let downlink_bytes = match &mut self.downlink {
+        let mut downlink_bytes = match &mut self.downlink {
             Some(d) => sampled.iter().map(|&c| d.sync_cost(c, r, down.len())).sum(),
             None => down.len() * sampled.len(),
         };
+        downlink_bytes += sampled
+            .iter()
+            .map(|&c| self.residuals.sync_cost(c, r))
+            .sum::<usize>();
 
-        let mut m = RoundMetrics {
-            round: r + 1,
-            phase,
-            sampled: sampled.clone(),
-            participants: 0,
-            rejected_updates: 0,
-            skipped: false,
-            uplink_bytes: 0,
-            downlink_bytes,
-            cum_uplink_bytes: 0,
-            cum_downlink_bytes: 0,
-            dense_bytes: 0,
-            ratio: 0.0,
-            quality: Quality::default(),
-            density: None,
-            downlink: None,
-            train_loss: None,
-            eval_loss: None,
-            perplexity: None,
-            accuracy: Default::default(),
-            time_train_ms: 0.0,
-            time_encode_ms: 0.0,
-            time_decode_ms: 0.0,
-            time_aggregate_ms: 0.0,
-            time_eval_ms: 0.0,
-            extra: Default::default(),
-            clients: Vec::with_capacity(sampled.len()),
-        };
-
+        let mut m = RoundMetrics::new(r + 1, phase, sampled.clone(), downlink_bytes);
+        let faults = self.cfg.faults.clone().unwrap_or_default();
         let mut received: Vec<(Payload, Update)> = Vec::new();
         let mut accepted: Vec<ClientUpdate> = Vec::new();
         let mut quality: Vec<Reconstruction> = Vec::new();
         let mut density: Vec<f64> = Vec::new();
+        let mut dp_clipped = 0usize;
         for &c in &sampled {
             let ctx = self.ctx(r, Some(c), phase);
-            // Client side: start from the global state it received, train, compress.
+            let byzantine = self.byzantine[c];
             let data: &[Example] = &self.data.clients[c];
+            let dense_bytes = self.layout.dense_bytes();
+            let mut cm = ClientMetrics::new(c, data.len(), dense_bytes, byzantine);
+            m.byzantine += usize::from(byzantine);
+            let fate = faults.fate(seed, r, c);
+            if fate == Fate::Dropped {
+                m.dropped += 1;
+                cm.status = ClientStatus::Dropped;
+                m.clients.push(cm);
+                continue;
+            }
+            let straggler = fate == Fate::Straggler;
+            m.stragglers += usize::from(straggler);
+            // Client side: start from the global state it received, train, compress.
             let t = Instant::now();
             let local = self.trainer.train_local(
                 &start,
@@ -465,31 +489,37 @@ impl Experiment {
                 &TrainCtx {
                     round: r,
                     client: c,
-                    seed: self.cfg.experiment.seed,
+                    seed,
+                    local_steps: straggler.then_some(faults.straggler_steps),
                 },
             )?;
             m.time_train_ms += ms(t);
-            let dense_bytes = self.layout.dense_bytes();
+            cm.train_loss = Some(local.train_loss);
+            if straggler && faults.straggler_policy == StragglerPolicy::Drop {
+                cm.status = ClientStatus::Late;
+                m.clients.push(cm);
+                continue;
+            }
             m.dense_bytes += dense_bytes;
-            let mut cm = ClientMetrics {
-                client: c,
-                num_examples: local.num_examples,
-                train_loss: local.train_loss,
-                uplink_bytes: 0,
-                dense_bytes,
-                ratio: 0.0,
-                quality: Quality::default(),
-                nonzero: 0,
-                rejected: false,
-            };
+            let mut delta = local.delta;
+            if let Some(p) = &self.privacy {
+                let (noised, clipped) = p.on_client(&delta, seed, r, c)?;
+                delta = noised;
+                dp_clipped += usize::from(clipped);
+            }
+            if byzantine {
+                delta = faults.attack_update(&delta, attack_seed(seed, r, c))?;
+            }
             let t = Instant::now();
-            let payload = match compressor.compress(&local.delta, &mut self.states[c], &ctx) {
+            let payload = match compressor.compress(&delta, &mut self.states[c], &ctx) {
+                Ok(p) if byzantine => faults.attack_payload(p, attack_seed(seed, r, c)),
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(client = c, round = r + 1, "client failed to encode: {e}");
                     m.time_encode_ms += ms(t);
                     m.rejected_updates += 1;
                     cm.rejected = true;
+                    cm.status = ClientStatus::Rejected;
                     m.clients.push(cm);
                     continue;
                 }
@@ -508,9 +538,12 @@ impl Experiment {
             match decoded {
                 Ok(update) => {
                     let decoded = update.to_flat()?;
-                    let q = Reconstruction::measure(&local.delta.to_flat()?, &decoded);
+                    let q = Reconstruction::measure(&delta.to_flat()?, &decoded);
                     cm.quality = Quality::of(&q);
                     cm.nonzero = decoded.iter().filter(|v| **v != 0.0).count();
+                    if straggler {
+                        cm.status = ClientStatus::Partial;
+                    }
                     density.push(cm.nonzero as f64 / decoded.len().max(1) as f64);
                     quality.push(q);
                     accepted.push(ClientUpdate {
@@ -525,6 +558,7 @@ impl Experiment {
                     tracing::warn!(client = c, round = r + 1, "payload rejected: {e}");
                     m.rejected_updates += 1;
                     cm.rejected = true;
+                    cm.status = ClientStatus::Rejected;
                 }
             }
             m.clients.push(cm);
@@ -551,24 +585,52 @@ impl Experiment {
             );
         }
 
-        if accepted.is_empty() {
-            tracing::warn!(round = r + 1, "no valid update: round skipped");
+        let quorum = self.cfg.federation.min_clients;
+        if accepted.len() < quorum {
+            let reason = format!(
+                "{} valid update(s), fewer than federation.min_clients = {quorum} ({} dropped, \
+                 {} late, {} rejected)",
+                accepted.len(),
+                m.dropped,
+                m.clients
+                    .iter()
+                    .filter(|c| c.status == ClientStatus::Late)
+                    .count(),
+                m.rejected_updates
+            );
+            tracing::warn!(round = r + 1, "round skipped: {reason}");
             m.skipped = true;
+            m.skip_reason = Some(reason);
             if let Some(d) = &mut self.downlink {
                 d.skip();
             }
             return Ok(m);
         }
         let t = Instant::now();
-        let delta = self.aggregator.aggregate(&accepted, &server_ctx)?;
-        delta.check_finite()?;
+        if let Some(p) = &self.privacy {
+            let (noised, clipped) = p.on_server(accepted, seed, r)?;
+            accepted = noised;
+            dp_clipped += clipped;
+            m.extra.insert("dp_clipped".into(), dp_clipped as f64);
+        }
+        let agg = self.aggregator.aggregate(&accepted, &global, &server_ctx)?;
+        agg.delta.check_finite()?;
+        m.extra.extend(agg.metrics);
+        if let Some(residual) = &agg.base_residual {
+            residual.check_finite()?;
+            self.trainer.merge_into_base(residual)?;
+            self.residuals
+                .record(r, agg.base_residual_bytes, residual.layout().dense_bytes());
+            m.extra
+                .insert("base_residual_bytes".into(), agg.base_residual_bytes as f64);
+        }
         match &mut self.downlink {
             Some(d) => {
-                let (broadcast, dm) = d.broadcast(&delta, &server_ctx)?;
+                let (broadcast, dm) = d.broadcast(&agg.delta, &server_ctx)?;
                 self.trainer.apply_delta(&broadcast)?;
                 m.downlink = Some(dm);
             }
-            None => self.trainer.apply_delta(&delta)?,
+            None => self.trainer.apply_delta(&agg.delta)?,
         }
         if phase == Phase::Train {
             let report = self.compressor.after_round(&received, &server_ctx)?;

@@ -3,7 +3,8 @@
 //! The federation engine: loads an experiment config ([`config`]), builds the trainer,
 //! compressor and aggregator by name from the plugin registry, runs the round loop
 //! ([`engine`]) with seeded client sampling and exact byte accounting, optional
-//! [`downlink`] compression, and writes one JSON line of [`metrics`] per round, a summary,
+//! [`downlink`] compression, simulated [`faults`] (Byzantine clients, drop-outs,
+//! stragglers, a quorum), client-level differential [`privacy`], and writes one JSON line of [`metrics`] per round, a summary,
 //! and after every round a [`checkpoint`] of the compressors' per-client state.
 //!
 //! ```no_run
@@ -20,7 +21,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod downlink;
 pub mod engine;
+pub mod faults;
 pub mod metrics;
+pub mod privacy;
 pub mod sampling;
 
 pub use accuracy::{mc_accuracy, AccuracyReport};
@@ -28,4 +31,5 @@ pub use checkpoint::StateCheckpoint;
 pub use config::{load_config, load_experiment, ExperimentConfig};
 pub use downlink::{Downlink, DownlinkMetrics};
 pub use engine::{flat_accuracy, run_experiment, Evaluation, Experiment, Observer, Quiet, RunInfo};
-pub use metrics::{ClientMetrics, Quality, RoundMetrics, RunSummary};
+pub use faults::{Attack, FaultsSection, StragglerPolicy};
+pub use metrics::{ClientMetrics, ClientStatus, Quality, RoundMetrics, RunSummary};

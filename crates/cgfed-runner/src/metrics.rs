@@ -54,8 +54,8 @@ pub struct ClientMetrics {
     pub client: usize,
     /// Training examples the client holds.
     pub num_examples: usize,
-    /// Mean local training loss.
-    pub train_loss: f64,
+    /// Mean local training loss (`null` when the client dropped out before training).
+    pub train_loss: Option<f64>,
     /// Length of the client's payload.
     pub uplink_bytes: usize,
     /// f32 size of its update.
@@ -70,6 +70,48 @@ pub struct ClientMetrics {
     pub nonzero: usize,
     /// Whether the server rejected the payload.
     pub rejected: bool,
+    /// What happened to the client this round.
+    #[serde(default)]
+    pub status: ClientStatus,
+    /// Whether the client is one of the run's Byzantine clients (`[faults]`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub byzantine: bool,
+}
+
+impl ClientMetrics {
+    /// A sampled client before anything happened: nothing sent yet, status `accepted`.
+    pub fn new(client: usize, num_examples: usize, dense_bytes: usize, byzantine: bool) -> Self {
+        Self {
+            client,
+            num_examples,
+            train_loss: None,
+            uplink_bytes: 0,
+            dense_bytes,
+            ratio: 0.0,
+            quality: Quality::default(),
+            nonzero: 0,
+            rejected: false,
+            status: ClientStatus::Accepted,
+            byzantine,
+        }
+    }
+}
+
+/// What happened to a sampled client in a round (`status` in `metrics.jsonl`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientStatus {
+    /// Its update was decoded and aggregated.
+    #[default]
+    Accepted,
+    /// It failed to encode, or the server rejected its payload.
+    Rejected,
+    /// It dropped out (`faults.dropout`): nothing sent.
+    Dropped,
+    /// A straggler that sent a partial update (`straggler_policy = "partial"`).
+    Partial,
+    /// A straggler that missed the deadline (`straggler_policy = "drop"`): nothing sent.
+    Late,
 }
 
 /// One JSON line per round.
@@ -85,8 +127,23 @@ pub struct RoundMetrics {
     pub participants: usize,
     /// Payloads rejected (failed to encode or to decode).
     pub rejected_updates: usize,
-    /// Whether the round was skipped (no valid update).
+    /// Whether the round was skipped (fewer valid updates than `federation.min_clients`).
     pub skipped: bool,
+    /// Why it was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<String>,
+    /// Sampled clients that dropped out (`[faults]`).
+    #[serde(default)]
+    pub dropped: usize,
+    /// Sampled clients that straggled (partial or late).
+    #[serde(default)]
+    pub stragglers: usize,
+    /// Sampled clients that are Byzantine.
+    #[serde(default)]
+    pub byzantine: usize,
+    /// Cumulative client-level DP ε after this round (`[privacy]` with noise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
     /// Sum of the payload lengths sent by clients this round.
     pub uplink_bytes: usize,
     /// Bytes sent by the server this round (global state × clients, plus artifacts).
@@ -134,6 +191,46 @@ pub struct RoundMetrics {
     pub clients: Vec<ClientMetrics>,
 }
 
+impl RoundMetrics {
+    /// The line of round `round` (1-based) before anything happened in it.
+    pub fn new(round: usize, phase: Phase, sampled: Vec<usize>, downlink_bytes: usize) -> Self {
+        let clients = Vec::with_capacity(sampled.len());
+        Self {
+            round,
+            phase,
+            sampled,
+            participants: 0,
+            rejected_updates: 0,
+            skipped: false,
+            skip_reason: None,
+            dropped: 0,
+            stragglers: 0,
+            byzantine: 0,
+            epsilon: None,
+            uplink_bytes: 0,
+            downlink_bytes,
+            cum_uplink_bytes: 0,
+            cum_downlink_bytes: 0,
+            dense_bytes: 0,
+            ratio: 0.0,
+            quality: Quality::default(),
+            density: None,
+            downlink: None,
+            train_loss: None,
+            eval_loss: None,
+            perplexity: None,
+            accuracy: BTreeMap::new(),
+            time_train_ms: 0.0,
+            time_encode_ms: 0.0,
+            time_decode_ms: 0.0,
+            time_aggregate_ms: 0.0,
+            time_eval_ms: 0.0,
+            extra: BTreeMap::new(),
+            clients,
+        }
+    }
+}
+
 /// `summary.json`, written at the end of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -160,7 +257,7 @@ pub struct RunSummary {
     /// The downlink compressor, when `[downlink]` is configured.
     #[serde(default)]
     pub downlink_compressor: Option<String>,
-    /// Aggregator name.
+    /// Aggregator, as described by itself (name and keys).
     pub aggregator: String,
     /// Elements in one update.
     pub update_numel: usize,
@@ -186,6 +283,21 @@ pub struct RunSummary {
     pub rejected_updates: usize,
     /// Rounds skipped for lack of valid updates.
     pub skipped_rounds: usize,
+    /// Sampled clients that dropped out, over the run.
+    #[serde(default)]
+    pub dropped_clients: usize,
+    /// Straggling clients (partial or late), over the run.
+    #[serde(default)]
+    pub stragglers: usize,
+    /// The run's Byzantine clients (`[faults]`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub byzantine_clients: Vec<usize>,
+    /// The `[faults]` in force, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<crate::faults::FaultsSection>,
+    /// The differential-privacy guarantee of the run (`[privacy]`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<cgfed_aggregators::privacy::PrivacyReport>,
     /// Wall-clock time of the run in seconds.
     pub wall_s: f64,
     /// Where the final adapter was saved (PEFT layout), if the trainer has an adapter format.

@@ -140,3 +140,50 @@ fn overrides_set_nested_keys_and_reject_bad_syntax() {
         "{msg}"
     );
 }
+
+#[test]
+fn bad_fault_settings_name_the_key_and_the_accepted_values() {
+    for (set, key, hint) in [
+        ("faults.dropout=1.5", "faults.dropout", "[0, 1]"),
+        (
+            "faults.byzantine_fraction=-0.1",
+            "faults.byzantine_fraction",
+            "[0, 1]",
+        ),
+        (
+            "faults.straggler_steps=0",
+            "faults.straggler_steps",
+            "at least 1",
+        ),
+        ("faults.attack=flip", "faults.attack", "sign-flip"),
+        (
+            "faults.straggler_policy=wait",
+            "faults.straggler_policy",
+            "partial",
+        ),
+        ("faults.lambda=0", "faults.lambda", "> 0"),
+        ("faults.noise_std=0", "faults.noise_std", "> 0"),
+        (
+            "federation.min_clients=2",
+            "federation.min_clients",
+            "1..=1",
+        ),
+        (
+            "federation.min_clients=0",
+            "federation.min_clients",
+            "1..=1",
+        ),
+    ] {
+        let msg = err(BASE, &[set]);
+        assert!(msg.contains(key) && msg.contains(hint), "{set}: {msg}");
+    }
+    // λ belongs to the sign-flip and scale attacks only.
+    let msg = err(BASE, &["faults.attack=gaussian", "faults.lambda=3"]);
+    assert!(
+        msg.contains("faults.lambda") && msg.contains("sign-flip"),
+        "{msg}"
+    );
+    // The bare words nan and inf are attack names, not floats.
+    let cfg = ExperimentConfig::from_toml_str(BASE, &["faults.attack=nan".into()]).unwrap();
+    assert_eq!(cfg.faults.unwrap().attack, cgfed_runner::Attack::Nan);
+}
