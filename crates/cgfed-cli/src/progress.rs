@@ -43,6 +43,26 @@ impl Progress {
             s.rejected_updates,
             s.wall_s
         );
+        if s.skipped_rounds + s.dropped_clients + s.stragglers > 0
+            || !s.byzantine_clients.is_empty()
+        {
+            println!(
+                "  faults: Byzantine clients {:?}, {} dropped, {} stragglers, {} rounds skipped",
+                s.byzantine_clients, s.dropped_clients, s.stragglers, s.skipped_rounds
+            );
+        }
+        if let Some(p) = &s.privacy {
+            println!(
+                "  privacy ({} mode): ({:.3}, {:e})-DP at the client level after {} rounds (RDP order {}, q {}, sigma {})",
+                p.mode,
+                p.epsilon,
+                p.delta,
+                p.steps,
+                p.order,
+                p.sampling_rate.map_or("mixed".into(), |q| format!("{q:.4}")),
+                p.noise_multiplier.map_or("mixed".into(), |v| v.to_string()),
+            );
+        }
         for r in &s.accuracy_reports {
             let before: Vec<String> = r
                 .metrics

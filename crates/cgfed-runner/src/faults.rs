@@ -280,3 +280,125 @@ pub fn attack_seed(seed: u64, round: usize, client: usize) -> u64 {
         stream_of("faults/attack"),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cgfed_core::candle_core::Device;
+    use cgfed_core::{Layout, TensorSpec};
+
+    fn update(values: &[f32]) -> Update {
+        let layout = Layout::new(vec![TensorSpec {
+            name: "w".into(),
+            shape: vec![values.len()],
+        }])
+        .unwrap();
+        Update::from_flat(&layout, values, &Device::Cpu).unwrap()
+    }
+
+    fn faults(attack: Attack, lambda: Option<f64>) -> FaultsSection {
+        FaultsSection {
+            attack,
+            lambda,
+            ..FaultsSection::default()
+        }
+    }
+
+    #[test]
+    fn update_attacks_flip_scale_or_replace() {
+        let x = update(&[1.0, -2.0, 0.5]);
+        let flip = faults(Attack::SignFlip, None).attack_update(&x, 1).unwrap();
+        assert_eq!(flip.to_flat().unwrap(), vec![-1.0, 2.0, -0.5]);
+        let flip4 = faults(Attack::SignFlip, Some(4.0))
+            .attack_update(&x, 1)
+            .unwrap();
+        assert_eq!(flip4.to_flat().unwrap(), vec![-4.0, 8.0, -2.0]);
+        let scale = faults(Attack::Scale, None).attack_update(&x, 1).unwrap();
+        assert_eq!(scale.to_flat().unwrap(), vec![10.0, -20.0, 5.0]);
+        let g = faults(Attack::Gaussian, None);
+        let big = update(&vec![0.0; 20_000]);
+        let noise = g.attack_update(&big, 7).unwrap().to_flat().unwrap();
+        let var = noise.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / noise.len() as f64;
+        // Sample variance of 20k N(0, 1) draws: 1 ± 0.01 (std of the estimate), 5 sigma.
+        assert!((var - 1.0).abs() < 0.05, "variance {var}");
+        assert_eq!(noise, g.attack_update(&big, 7).unwrap().to_flat().unwrap());
+        for a in [Attack::Nan, Attack::Inf, Attack::RandomBytes] {
+            let same = faults(a, None).attack_update(&x, 1).unwrap();
+            assert_eq!(same.to_flat().unwrap(), x.to_flat().unwrap());
+        }
+    }
+
+    #[test]
+    fn wire_attacks_keep_the_header_and_the_length() {
+        let body: Vec<u8> = (0..13).collect();
+        let honest = Payload::from_body("topk", &body).unwrap();
+        let header = Payload::header_len("topk");
+        for attack in [Attack::Nan, Attack::Inf, Attack::RandomBytes] {
+            let bad = faults(attack, None).attack_payload(honest.clone(), 3);
+            assert_eq!(bad.len(), honest.len());
+            assert_eq!(bad.as_bytes()[..header], honest.as_bytes()[..header]);
+            assert_ne!(bad.as_bytes()[header..], honest.as_bytes()[header..]);
+            if attack == Attack::Nan {
+                let w = &bad.as_bytes()[header..header + 4];
+                assert!(f32::from_le_bytes(w.try_into().unwrap()).is_nan());
+            }
+            if attack == Attack::Inf {
+                let w = &bad.as_bytes()[header..header + 4];
+                assert_eq!(f32::from_le_bytes(w.try_into().unwrap()), f32::INFINITY);
+            }
+        }
+        // Update attacks leave the bytes alone; a payload too short for its header too.
+        let same = faults(Attack::SignFlip, None).attack_payload(honest.clone(), 3);
+        assert_eq!(same, honest);
+        let stub = Payload::from_bytes(vec![1]);
+        assert_eq!(
+            faults(Attack::Nan, None).attack_payload(stub.clone(), 3),
+            stub
+        );
+    }
+
+    #[test]
+    fn byzantine_set_has_the_rounded_size_and_depends_on_the_seed() {
+        let f = FaultsSection {
+            byzantine_fraction: 0.3,
+            ..FaultsSection::default()
+        };
+        let a = f.byzantine_clients(10, 1);
+        assert_eq!(a.iter().filter(|b| **b).count(), 3);
+        assert_eq!(a, f.byzantine_clients(10, 1));
+        assert!((2..20).any(|s| f.byzantine_clients(10, s) != a));
+        // ⌊0.25·6 + ½⌋ = 2.
+        let q = FaultsSection {
+            byzantine_fraction: 0.25,
+            ..FaultsSection::default()
+        };
+        assert_eq!(q.byzantine_clients(6, 0).iter().filter(|b| **b).count(), 2);
+        assert!(FaultsSection::default()
+            .byzantine_clients(5, 0)
+            .iter()
+            .all(|b| !b));
+    }
+
+    #[test]
+    fn fates_follow_the_configured_probabilities() {
+        let f = FaultsSection {
+            dropout: 0.2,
+            straggler_fraction: 0.5,
+            ..FaultsSection::default()
+        };
+        let n = 20_000;
+        let (mut dropped, mut straggled) = (0, 0);
+        for i in 0..n {
+            match f.fate(9, i / 100, i % 100) {
+                Fate::Dropped => dropped += 1,
+                Fate::Straggler => straggled += 1,
+                Fate::OnTime => {}
+            }
+        }
+        // Binomial: 0.2 ± 0.003 dropped, 0.8·0.5 = 0.4 ± 0.0035 straggling (5 sigma bands).
+        let (d, s) = (dropped as f64 / n as f64, straggled as f64 / n as f64);
+        assert!((d - 0.2).abs() < 0.015, "dropped {d}");
+        assert!((s - 0.4).abs() < 0.018, "straggled {s}");
+        assert_eq!(FaultsSection::default().fate(9, 3, 4), Fate::OnTime);
+    }
+}

@@ -49,7 +49,7 @@
 //!   `ε = min_α RDP(α) + ln(1/δ)/(α − 1)`.
 //!
 //! The code is a port of `dp_accounting` 0.6.0 (`rdp_privacy_accountant.py`) and agrees with
-//! it to about 1e-12 relative; the default orders are its `DEFAULT_RDP_ORDERS`
+//! it to about 1e-11 relative; the default orders are its `DEFAULT_RDP_ORDERS`
 //! ([`default_orders`]: 1.1, 1.2, …, 10.9, then 11..=63, 128, 256, 512, 1024).
 //!
 //! **Assumption.** The accountant assumes Poisson sampling (every client joins a round

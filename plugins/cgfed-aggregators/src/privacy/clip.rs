@@ -3,6 +3,7 @@
 use cgfed_core::{Error, Result, Update};
 
 use super::map_values;
+use crate::host::norm;
 
 /// Relative safety margin of the clipping factor. Scaling in f64 and rounding each value to
 /// f32 can lengthen the vector by up to 2⁻²⁴ relative; shrinking the factor by 2⁻²⁰ keeps
@@ -17,7 +18,7 @@ pub fn l2_norm(update: &Update) -> Result<f64> {
     update.check_finite()?;
     let mut sum = 0.0f64;
     update.for_each_host(|_, _, values| {
-        sum += values.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        sum += norm(values).powi(2);
         Ok(())
     })?;
     Ok(sum.sqrt())
@@ -28,7 +29,9 @@ pub fn l2_norm(update: &Update) -> Result<f64> {
 ///
 /// An update already within the bound is returned unchanged (same tensors, bit for bit).
 /// A longer one is scaled in f64 and stored as f32 on the same device with the same layout;
-/// its norm is then `S·(1 − 2⁻²⁰)` or a hair below, never above `S`.
+/// its norm is then within about 1e-6 relative below `S`, never above (the factor is
+/// shrunk by 2⁻²⁰ to absorb f32 rounding). Unlike the aggregators' `clip_norm`
+/// ([`crate::clip`]), this is a hard bound, as a DP sensitivity must be.
 ///
 /// # Errors
 /// [`Error::InvalidInput`] when `max_norm` is not finite and > 0, or the update holds a NaN
