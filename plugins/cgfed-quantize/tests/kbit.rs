@@ -7,34 +7,18 @@ mod common;
 use cgfed_core::candle_core::Device;
 use cgfed_core::metrics::rel_err;
 use cgfed_core::testkit::{self, Expect};
-use cgfed_core::{
-    registry, ClientState, GradientCompressor, Layout, Payload, PluginTable, Result, RoundCtx,
-    TensorSpec, Update,
-};
+use cgfed_core::{registry, ClientState, GradientCompressor, Layout, Payload, PluginTable, Update};
 use cgfed_quantize as _;
-use common::{composed, half_layout, layout_of_owned};
+use common::{assert_malformed, composed, decode, half_layout, layout_of, residual, roundtrip};
 
 const HEADER: usize = 2 + 4; // version, name length, "kbit"
 
-fn table(params: &str) -> PluginTable {
-    // `params` is the inside of an inline table: `bits = 4, block_size = 16`.
-    let doc: cgfed_core::toml::Table = cgfed_core::toml::from_str(
-        &format!("t = {{ kind = \"kbit\", {params} }}").replace(", }", " }"),
-    )
-    .unwrap();
-    let t = doc["t"].as_table().unwrap().clone();
-    PluginTable::from_value("compressor", &cgfed_core::toml::Value::Table(t)).unwrap()
-}
-
 fn kbit(params: &str) -> Box<dyn GradientCompressor> {
-    registry::build_compressor(&table(params)).unwrap()
+    common::build("kbit", params)
 }
 
 fn config_error(params: &str) -> String {
-    registry::build_compressor(&table(params))
-        .err()
-        .expect("config should be rejected")
-        .to_string()
+    common::config_error("kbit", params)
 }
 
 /// The documented length: header + Σ_t 4·ceil(n_t/B) + ceil(n_t·bits/8).
@@ -45,35 +29,6 @@ fn expected_len(layout: &Layout, bits: usize, block: usize) -> usize {
             .iter()
             .map(|s| 4 * s.numel().div_ceil(block) + (s.numel() * bits).div_ceil(8))
             .sum::<usize>()
-}
-
-fn layout_of(shapes: &[(&str, &[usize])]) -> Layout {
-    Layout::new(
-        shapes
-            .iter()
-            .map(|(n, s)| TensorSpec {
-                name: n.to_string(),
-                shape: s.to_vec(),
-            })
-            .collect(),
-    )
-    .unwrap()
-}
-
-fn ctx(layout: &Layout) -> RoundCtx {
-    testkit::ctx(layout, 1, 0, 0)
-}
-
-fn roundtrip(c: &dyn GradientCompressor, layout: &Layout, x: &[f32]) -> (Payload, Vec<f32>) {
-    let cx = ctx(layout);
-    let u = Update::from_flat(layout, x, &Device::Cpu).unwrap();
-    let p = c.compress(&u, &mut ClientState::default(), &cx).unwrap();
-    let y = c.decompress(&p, &cx).unwrap().to_flat().unwrap();
-    (p, y)
-}
-
-fn decode(c: &dyn GradientCompressor, layout: &Layout, bytes: Vec<u8>) -> Result<Update> {
-    c.decompress(&Payload::from_bytes(bytes), &ctx(layout))
 }
 
 // ---------------------------------------------------------------- conformance
@@ -312,14 +267,6 @@ fn good_payload(
     (c, p.into_bytes())
 }
 
-fn assert_malformed(r: Result<Update>, what: &str) {
-    match r {
-        Err(cgfed_core::Error::MalformedPayload(m)) => eprintln!("{what}: {m}"),
-        Err(e) => panic!("{what}: wrong error kind {e}"),
-        Ok(_) => panic!("{what}: accepted"),
-    }
-}
-
 #[test]
 fn rejects_bad_scales() {
     let l = layout_of(&[("t", &[5])]);
@@ -486,32 +433,6 @@ fn composition_passes_the_conformance_suite() {
 
 // ---------------------------------------------------------------- error feedback
 
-/// `‖Σ_t D(C_t) − T·x‖ / ‖x‖` after `rounds` rounds on a fixed update `x`: with error
-/// feedback this is exactly `‖e_T‖/‖x‖`, the residual the client holds.
-fn residual(c: &dyn GradientCompressor, layout: &Layout, rounds: usize) -> f64 {
-    let x = testkit::random_values(layout.numel(), 31, 0.05);
-    let u = Update::from_flat(layout, &x, &Device::Cpu).unwrap();
-    let mut state = ClientState::default();
-    let mut sum = vec![0f64; x.len()];
-    for round in 0..rounds {
-        let cx = testkit::ctx(layout, 2, round, 0);
-        let p = c.compress(&u, &mut state, &cx).unwrap();
-        let y = c.decompress(&p, &cx).unwrap().to_flat().unwrap();
-        for (s, v) in sum.iter_mut().zip(y) {
-            *s += v as f64;
-        }
-    }
-    let t = rounds as f64;
-    let err: f64 = sum
-        .iter()
-        .zip(&x)
-        .map(|(s, &v)| (s - t * v as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
-    err / norm
-}
-
 #[test]
 fn error_feedback_makes_one_bit_track_the_sum() {
     let layout = &testkit::layouts()[3];
@@ -546,50 +467,4 @@ fn error_feedback_makes_one_bit_track_the_sum() {
     // Two bits keep a much smaller residual.
     let ef2 = kbit("bits = 2, error_feedback = true");
     assert!(residual(ef2.as_ref(), layout, 240) < 1.0);
-}
-
-// ---------------------------------------------------------------- timing
-
-#[test]
-#[ignore = "timing; run with --release -- --ignored --nocapture"]
-fn timing_4096_squared() {
-    // The benchmark's two updates: one 4096x4096 tensor, and a SmolLM2-like LoRA update of
-    // 240 small tensors.
-    let lora: Vec<(String, Vec<usize>)> = (0..120)
-        .flat_map(|i| {
-            [
-                (format!("l{i:03}.lora_A"), vec![8, 576]),
-                (format!("l{i:03}.lora_B"), vec![576, 8]),
-            ]
-        })
-        .collect();
-    for (what, l) in [
-        ("4096x4096", layout_of(&[("w", &[4096, 4096])])),
-        ("lora 240", layout_of_owned(lora)),
-    ] {
-        let x = testkit::random_values(l.numel(), 1, 0.01);
-        let u = Update::from_flat(&l, &x, &Device::Cpu).unwrap();
-        let cx = ctx(&l);
-        for params in ["", "bits = 4", "bits = 1", "rounding = \"stochastic\""] {
-            let c = kbit(params);
-            let (mut tc, mut td) = (f64::MAX, f64::MAX);
-            let mut last = None;
-            let reps = if l.numel() > 1 << 20 { 3 } else { 30 };
-            for _ in 0..reps {
-                let t = std::time::Instant::now();
-                let p = c.compress(&u, &mut ClientState::default(), &cx).unwrap();
-                tc = tc.min(t.elapsed().as_secs_f64() * 1e3);
-                let t = std::time::Instant::now();
-                let y = c.decompress(&p, &cx).unwrap();
-                td = td.min(t.elapsed().as_secs_f64() * 1e3);
-                last = Some((p, y));
-            }
-            let (p, y) = last.unwrap();
-            let e = rel_err(&x, &y.to_flat().unwrap());
-            eprintln!(
-            "kbit [{params}] {what}: compress {tc:.2} ms, decompress {td:.2} ms (best wall time), {:.3} bits/elem, rel err {e:.4}",
-            8.0 * p.len() as f64 / l.numel() as f64
-        );
-        }
-    }
 }

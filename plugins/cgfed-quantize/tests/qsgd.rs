@@ -9,34 +9,18 @@ use cgfed_core::candle_core::Device;
 use cgfed_core::metrics::rel_err;
 use cgfed_core::testkit::{self, Expect};
 use cgfed_core::wire::bits::width_for;
-use cgfed_core::{
-    registry, ClientState, GradientCompressor, Layout, Payload, PluginTable, Result, RoundCtx,
-    TensorSpec, Update,
-};
+use cgfed_core::{registry, ClientState, GradientCompressor, Layout, Payload, PluginTable, Update};
 use cgfed_quantize as _;
-use common::{composed, half_layout, layout_of_owned};
+use common::{assert_malformed, composed, decode, half_layout, layout_of, roundtrip};
 
 const HEADER: usize = 2 + 4; // version, name length, "qsgd"
 
-fn table(params: &str) -> PluginTable {
-    // `params` is the inside of an inline table: `levels = 7, bucket_size = 16`.
-    let doc: cgfed_core::toml::Table = cgfed_core::toml::from_str(
-        &format!("t = {{ kind = \"qsgd\", {params} }}").replace(", }", " }"),
-    )
-    .unwrap();
-    let t = doc["t"].as_table().unwrap().clone();
-    PluginTable::from_value("compressor", &cgfed_core::toml::Value::Table(t)).unwrap()
-}
-
 fn qsgd(params: &str) -> Box<dyn GradientCompressor> {
-    registry::build_compressor(&table(params)).unwrap()
+    common::build("qsgd", params)
 }
 
 fn config_error(params: &str) -> String {
-    registry::build_compressor(&table(params))
-        .err()
-        .expect("config should be rejected")
-        .to_string()
+    common::config_error("qsgd", params)
 }
 
 /// The documented length: header + Σ_t 4·ceil(n_t/B) + ceil(n_t·width_for(2s)/8).
@@ -48,35 +32,6 @@ fn expected_len(layout: &Layout, levels: u64, bucket: usize) -> usize {
             .iter()
             .map(|s| 4 * s.numel().div_ceil(bucket) + (s.numel() * w).div_ceil(8))
             .sum::<usize>()
-}
-
-fn layout_of(shapes: &[(&str, &[usize])]) -> Layout {
-    Layout::new(
-        shapes
-            .iter()
-            .map(|(n, s)| TensorSpec {
-                name: n.to_string(),
-                shape: s.to_vec(),
-            })
-            .collect(),
-    )
-    .unwrap()
-}
-
-fn ctx(layout: &Layout) -> RoundCtx {
-    testkit::ctx(layout, 1, 0, 0)
-}
-
-fn roundtrip(c: &dyn GradientCompressor, layout: &Layout, x: &[f32]) -> (Payload, Vec<f32>) {
-    let cx = ctx(layout);
-    let u = Update::from_flat(layout, x, &Device::Cpu).unwrap();
-    let p = c.compress(&u, &mut ClientState::default(), &cx).unwrap();
-    let y = c.decompress(&p, &cx).unwrap().to_flat().unwrap();
-    (p, y)
-}
-
-fn decode(c: &dyn GradientCompressor, layout: &Layout, bytes: Vec<u8>) -> Result<Update> {
-    c.decompress(&Payload::from_bytes(bytes), &ctx(layout))
 }
 
 // ---------------------------------------------------------------- conformance
@@ -333,14 +288,6 @@ fn empty_layout_is_the_header_alone() {
 
 // ---------------------------------------------------------------- malformed payloads
 
-fn assert_malformed(r: Result<Update>, what: &str) {
-    match r {
-        Err(cgfed_core::Error::MalformedPayload(m)) => eprintln!("{what}: {m}"),
-        Err(e) => panic!("{what}: wrong error kind {e}"),
-        Ok(_) => panic!("{what}: accepted"),
-    }
-}
-
 fn good_payload(
     params: &str,
     layout: &Layout,
@@ -502,50 +449,4 @@ fn second_stage_of_a_composition() {
     let (alone, _) = roundtrip(qsgd("levels = 15, bucket_size = 32").as_ref(), &vl, &vx);
     let header = Payload::header_len("first-half+qsgd");
     assert_eq!(&p.as_bytes()[header + 1..], &alone.as_bytes()[HEADER..]);
-}
-
-// ---------------------------------------------------------------- timing
-
-#[test]
-#[ignore = "timing; run with --release -- --ignored --nocapture"]
-fn timing_4096_squared() {
-    // The benchmark's two updates: one 4096x4096 tensor, and a SmolLM2-like LoRA update of
-    // 240 small tensors.
-    let lora: Vec<(String, Vec<usize>)> = (0..120)
-        .flat_map(|i| {
-            [
-                (format!("l{i:03}.lora_A"), vec![8, 576]),
-                (format!("l{i:03}.lora_B"), vec![576, 8]),
-            ]
-        })
-        .collect();
-    for (what, l) in [
-        ("4096x4096", layout_of(&[("w", &[4096, 4096])])),
-        ("lora 240", layout_of_owned(lora)),
-    ] {
-        let x = testkit::random_values(l.numel(), 1, 0.01);
-        let u = Update::from_flat(&l, &x, &Device::Cpu).unwrap();
-        let cx = ctx(&l);
-        for params in ["", "levels = 7", "levels = 1", "levels = 32767"] {
-            let c = qsgd(params);
-            let (mut tc, mut td) = (f64::MAX, f64::MAX);
-            let mut last = None;
-            let reps = if l.numel() > 1 << 20 { 3 } else { 30 };
-            for _ in 0..reps {
-                let t = std::time::Instant::now();
-                let p = c.compress(&u, &mut ClientState::default(), &cx).unwrap();
-                tc = tc.min(t.elapsed().as_secs_f64() * 1e3);
-                let t = std::time::Instant::now();
-                let y = c.decompress(&p, &cx).unwrap();
-                td = td.min(t.elapsed().as_secs_f64() * 1e3);
-                last = Some((p, y));
-            }
-            let (p, y) = last.unwrap();
-            let e = rel_err(&x, &y.to_flat().unwrap());
-            eprintln!(
-            "qsgd [{params}] {what}: compress {tc:.2} ms, decompress {td:.2} ms (best wall time), {:.3} bits/elem, rel err {e:.4}",
-            8.0 * p.len() as f64 / l.numel() as f64
-        );
-        }
-    }
 }
