@@ -44,6 +44,23 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
     },
+    /// TGAP only: run CONFIG's calibration rounds (dense, on D1), fit the compressor
+    /// (cgfedllm's autoencoder) and save it, so later runs can `load` it instead of
+    /// calibrating. Writes `ae.safetensors`, `ae.toml`, `metrics.jsonl` and `tgap.json`
+    /// into OUT (default: the run directory's `tgap/`).
+    Tgap {
+        /// Experiment TOML file (its `[compressor]` must calibrate, e.g. cgfedllm).
+        config: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Parse CONFIG and build every part of it without running a round.
     Check {
         /// Experiment TOML file.
@@ -124,6 +141,25 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let path = dir.join("eval.json");
             std::fs::write(&path, serde_json::to_vec_pretty(&ev)?)?;
             println!("wrote {}", path.display());
+            Ok(())
+        }
+        Command::Tgap {
+            config,
+            out,
+            overrides,
+            no_progress,
+        } => {
+            let cfg = cgfed_runner::load_config(&config, &overrides)?;
+            models::prefetch_for(&cfg.model)?;
+            models::prefetch_data(&cfg.data)?;
+            let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            let out = out.unwrap_or_else(|| cfg.run_dir().join("tgap"));
+            let mut observer = progress::Progress::new(!no_progress);
+            let summary = exp.calibrate(&out, &mut observer).map_err(|e| {
+                anyhow::Error::new(e).context(format!("TGAP of {} failed", config.display()))
+            })?;
+            print!("{}", progress::tgap_report(&summary));
+            println!("saved the autoencoder to {}", out.display());
             Ok(())
         }
         Command::Check { config, overrides } => {

@@ -1,6 +1,8 @@
 //! Terminal output of a run: a progress bar over rounds and a per-round table.
 
-use cgfed_runner::{AccuracyReport, Evaluation, Observer, RoundMetrics, RunInfo, RunSummary};
+use cgfed_runner::{
+    AccuracyReport, CalibrationSummary, Evaluation, Observer, RoundMetrics, RunInfo, RunSummary,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints the run header, one table row per round, and a progress bar.
@@ -63,6 +65,9 @@ impl Progress {
                 p.noise_multiplier.map_or("mixed".into(), |v| v.to_string()),
             );
         }
+        if let Some(c) = &s.calibration {
+            print!("{}", tgap_report(c));
+        }
         for r in &s.accuracy_reports {
             let before: Vec<String> = r
                 .metrics
@@ -96,6 +101,51 @@ pub fn accuracy_line(r: &AccuracyReport) -> String {
         m.join(", "),
         r.chance * 100.0
     )
+}
+
+/// What calibration trained on and cost, and the fitted codec's held-out quality against
+/// the input-blind predictors (printed by `cgfed tgap` and after a calibrating run).
+pub fn tgap_report(c: &CalibrationSummary) -> String {
+    let mut s = format!(
+        "  calibration: {} dense round(s) on D1 ({} examples{}), D2 {} examples; {} up, {} down\n",
+        c.rounds,
+        c.d1_examples,
+        c.split
+            .map(|f| format!(", {:.0} % of each client's", f * 100.0))
+            .unwrap_or_default(),
+        c.d2_examples,
+        human_bytes(c.uplink_bytes),
+        human_bytes(c.downlink_bytes),
+    );
+    let get = |k: &str| c.fit.get(k).copied();
+    if get("tgap_heldout_cosine").is_some() || get("tgap_heldout_snr_db").is_some() {
+        s.push_str(&format!(
+            "  held-out ({} snapshots): {:>10} {:>8} {:>12} {:>8}\n",
+            get("tgap_heldout_snapshots").unwrap_or(0.0),
+            "snr_db",
+            "cosine",
+            "snr_paper",
+            "rel_err"
+        ));
+        for (label, p) in [
+            ("codec", "tgap_heldout"),
+            ("codec on its training set", "tgap_train"),
+            ("zero predictor", "tgap_zero"),
+            ("mean predictor", "tgap_mean"),
+            ("mean + codec scales", "tgap_mean_gain"),
+        ] {
+            let f =
+                |m: &str| get(&format!("{p}_{m}")).map_or("-".to_string(), |v| format!("{v:.4}"));
+            s.push_str(&format!(
+                "    {label:<28} {:>10} {:>8} {:>12} {:>8}\n",
+                f("snr_db"),
+                f("cosine"),
+                f("snr_paper"),
+                f("rel_err")
+            ));
+        }
+    }
+    s
 }
 
 /// The `cgfed eval` report: loss, perplexity, accuracy with per-category rows.

@@ -65,7 +65,20 @@ pub trait GradientCompressor: Send + Sync {
         0
     }
 
+    /// The share of each client's training examples set aside for calibration (TGAP's D1):
+    /// calibration rounds train on that part only and the training rounds on the rest
+    /// (D2). `None` (the default): no split, every round uses all of a client's data. A
+    /// compressor loaded from a saved calibration keeps returning its fraction (with zero
+    /// [`calibration_rounds`](Self::calibration_rounds)), so the run still trains on D2.
+    fn calibration_split(&self) -> Option<f64> {
+        None
+    }
+
     /// See one dense client update during calibration. Default: ignore it.
+    ///
+    /// The runner calls it for the update each accepted client sent and, before it, for
+    /// the client's delta after each earlier local step (the temporal ensemble), in step
+    /// order, all with the same `ctx`.
     fn observe(&mut self, _update: &Update, _ctx: &RoundCtx) -> Result<()> {
         Ok(())
     }
@@ -73,6 +86,16 @@ pub trait GradientCompressor: Send + Sync {
     /// Fit after the calibration rounds. Default: nothing to fit.
     fn fit(&mut self) -> Result<HookReport> {
         Ok(HookReport::default())
+    }
+
+    /// Save what [`fit`](Self::fit) learned into `dir` (created if needed) so a later run
+    /// can load it instead of calibrating; returns the files written. Default: an error
+    /// (nothing to save).
+    fn save_fitted(&self, _dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+        Err(crate::error::Error::InvalidInput(format!(
+            "compressor `{}` has nothing fitted to save",
+            self.name()
+        )))
     }
 
     /// Server-side adaptation after a round, given what arrived and how it decoded.

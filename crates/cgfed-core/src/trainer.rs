@@ -35,6 +35,10 @@ pub struct TrainCtx {
     /// Take this many optimizer steps instead of the trainer's configured number (a
     /// straggler that finished only part of its work). `None`: the configured number.
     pub local_steps: Option<usize>,
+    /// Also return the delta after every local step but the last
+    /// ([`LocalOutcome::snapshots`]): TGAP's temporal ensemble records them during
+    /// calibration rounds. Trainers that cannot may return none.
+    pub record_snapshots: bool,
 }
 
 /// What a client's local training produced.
@@ -50,6 +54,10 @@ pub struct LocalOutcome {
     pub steps: usize,
     /// Target tokens processed.
     pub tokens: usize,
+    /// With [`TrainCtx::record_snapshots`]: the delta from the starting state after each
+    /// local step before the last (the last is [`delta`](Self::delta)), in step order.
+    /// Empty otherwise.
+    pub snapshots: Vec<Update>,
 }
 
 /// Held-out evaluation result.

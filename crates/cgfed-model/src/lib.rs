@@ -30,7 +30,7 @@
 //! )?;
 //! let data = vec![Example { tokens: (0..32).collect(), loss_start: 1 }; 4];
 //! let start = trainer.global_state()?;
-//! let ctx = TrainCtx { round: 0, client: 0, seed: 42, local_steps: None };
+//! let ctx = TrainCtx { round: 0, client: 0, seed: 42, local_steps: None, record_snapshots: false };
 //! let out = trainer.train_local(&start, &data, &ctx)?;
 //! assert_eq!(out.delta.layout(), trainer.layout());
 //! assert_eq!((out.steps, out.tokens), (2, 2 * 31 * 2));

@@ -420,10 +420,12 @@ impl LlamaTrainer {
         sampler: &mut BatchSampler,
         seed: u64,
         steps: usize,
-    ) -> Result<(f64, usize, Update)> {
+        record: bool,
+    ) -> Result<(f64, usize, Update, Vec<Update>)> {
         let vars = self.params.iter().map(|(_, v)| v.clone()).collect();
         let mut opt = LocalOptimizer::new(&self.config, vars)?;
         let (mut loss_sum, mut tokens) = (0.0, 0);
+        let mut snapshots = Vec::new();
         for step in 0..steps {
             let idx = sampler.next_batch();
             let examples: Vec<&Example> = idx.iter().map(|&i| &data[i]).collect();
@@ -450,8 +452,11 @@ impl LlamaTrainer {
             opt.step(&grads)?;
             loss_sum += value;
             tokens += batch.num_targets;
+            if record && step + 1 < steps {
+                snapshots.push(snapshot(&self.params)?.sub(start)?);
+            }
         }
-        Ok((loss_sum, tokens, snapshot(&self.params)?))
+        Ok((loss_sum, tokens, snapshot(&self.params)?, snapshots))
     }
 
     /// FedProx: `grad += μ·(w − w_start)` for every trainable tensor.
@@ -557,10 +562,17 @@ impl Trainer for LlamaTrainer {
                 "a local run needs at least one step (TrainCtx::local_steps = 0)".into(),
             ));
         }
-        let result = self.run_steps(&start, data, &mut sampler, seed, steps);
+        let result = self.run_steps(
+            &start,
+            data,
+            &mut sampler,
+            seed,
+            steps,
+            ctx.record_snapshots,
+        );
         // Restore the global state whatever happened.
         let restored = self.load(&self.global);
-        let (loss_sum, tokens, trained) = result?;
+        let (loss_sum, tokens, trained, snapshots) = result?;
         restored?;
         Ok(LocalOutcome {
             delta: trained.sub(&start)?,
@@ -568,6 +580,7 @@ impl Trainer for LlamaTrainer {
             train_loss: loss_sum / steps as f64,
             steps,
             tokens,
+            snapshots,
         })
     }
 

@@ -40,6 +40,7 @@ fn delta(t: &mut LlamaTrainer, start: &Update) -> anyhow::Result<Vec<f32>> {
         client: 2,
         seed: 5,
         local_steps: None,
+        record_snapshots: false,
     };
     Ok(t.train_local(start, &data(), &ctx)?.delta.to_flat()?)
 }
@@ -169,6 +170,7 @@ fn local_steps_override_runs_that_many_steps() -> anyhow::Result<()> {
         client: 2,
         seed: 5,
         local_steps: Some(2),
+        record_snapshots: false,
     };
     let out = four.train_local(&start, &data(), &ctx)?;
     assert_eq!(out.steps, 2);
@@ -178,5 +180,34 @@ fn local_steps_override_runs_that_many_steps() -> anyhow::Result<()> {
         ..ctx
     };
     assert!(four.train_local(&start, &data(), &zero).is_err());
+    Ok(())
+}
+
+/// TGAP's temporal ensemble: with `record_snapshots`, the delta after each earlier local
+/// step comes back too, and snapshot j is exactly the delta of a run of j + 1 steps.
+#[test]
+fn snapshots_are_the_deltas_after_each_local_step() -> anyhow::Result<()> {
+    let mut t = trainer(4, 0.0)?;
+    let start = t.global_state()?;
+    let ctx = TrainCtx {
+        round: 0,
+        client: 1,
+        seed: 9,
+        local_steps: Some(3),
+        record_snapshots: true,
+    };
+    let out = t.train_local(&start, &data(), &ctx)?;
+    assert_eq!(out.snapshots.len(), 2);
+    for (j, snap) in out.snapshots.iter().enumerate() {
+        let short = TrainCtx {
+            local_steps: Some(j + 1),
+            record_snapshots: false,
+            ..ctx.clone()
+        };
+        let d = t.train_local(&start, &data(), &short)?;
+        assert!(d.snapshots.is_empty());
+        assert_eq!(snap.to_flat()?, d.delta.to_flat()?, "snapshot {j}");
+    }
+    assert_ne!(out.snapshots[1].to_flat()?, out.delta.to_flat()?);
     Ok(())
 }

@@ -50,6 +50,7 @@ const CTX: TrainCtx = TrainCtx {
     client: 2,
     seed: 9,
     local_steps: None,
+    record_snapshots: false,
 };
 
 #[test]

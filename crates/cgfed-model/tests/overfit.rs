@@ -44,6 +44,7 @@ fn training_on_one_batch_reduces_its_loss() -> anyhow::Result<()> {
             client: 0,
             seed: 5,
             local_steps: None,
+            record_snapshots: false,
         },
     )?;
     trainer.apply_delta(&out.delta)?;

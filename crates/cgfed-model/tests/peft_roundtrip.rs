@@ -61,6 +61,7 @@ fn trained() -> anyhow::Result<LlamaTrainer> {
         client: 0,
         seed: 11,
         local_steps: None,
+        record_snapshots: false,
     };
     let out = t.train_local(&start, &data(), &ctx)?;
     t.apply_delta(&out.delta)?;

@@ -341,6 +341,7 @@ fn scoring_is_deterministic_without_dropout_after_training() -> anyhow::Result<(
             client: 0,
             seed: 3,
             local_steps: None,
+            record_snapshots: false,
         },
     )?;
     t.apply_delta(&out.delta)?;

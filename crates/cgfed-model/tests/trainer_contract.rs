@@ -40,6 +40,7 @@ fn ctx(client: usize) -> TrainCtx {
         client,
         seed: 99,
         local_steps: None,
+        record_snapshots: false,
     }
 }
 

@@ -86,6 +86,9 @@ pub struct Experiment {
     compressor: Box<dyn GradientCompressor>,
     aggregator: Box<dyn Aggregator>,
     data: FederatedData,
+    /// D1 of every client when the compressor asks for a calibration split (calibration
+    /// rounds train on it; `data.clients` then holds D2).
+    calib_data: Option<Vec<Vec<Example>>>,
     states: Vec<ClientState>,
     downlink: Option<Downlink>,
     residuals: ResidualLog,
@@ -133,12 +136,20 @@ impl Experiment {
             .downlink_table()?
             .map(|t| Downlink::build(&t, cfg.federation.clients))
             .transpose()?;
-        let data = cgfed_data::build_federated_data(
+        let mut data = cgfed_data::build_federated_data(
             &data_cfg,
             tokenizer.as_ref(),
             cfg.federation.clients,
             seed,
         )?;
+        let calib_data = match compressor.calibration_split() {
+            Some(f) => {
+                let (d1, d2) = crate::calibration::split_clients(&data.clients, f, seed)?;
+                data.clients = d2;
+                Some(d1)
+            }
+            None => None,
+        };
         let layout = Arc::new(trainer.layout().clone());
         let fed = &cfg.federation;
         let byzantine = match &cfg.faults {
@@ -159,6 +170,7 @@ impl Experiment {
             byzantine,
             privacy,
             data,
+            calib_data,
             layout,
             device,
             tokenizer,
@@ -312,6 +324,7 @@ impl Experiment {
         let mut history: Vec<RoundMetrics> = Vec::new();
         let mut last_eval = initial.loss;
         let mut final_accuracy = Vec::new();
+        let mut fit = std::collections::BTreeMap::new();
         for r in 0..calibration_rounds + rounds {
             let phase = if r < calibration_rounds {
                 Phase::Calibration
@@ -324,6 +337,7 @@ impl Experiment {
             }
             if phase == Phase::Calibration && r + 1 == calibration_rounds {
                 let report = self.compressor.fit()?;
+                fit = report.metrics.clone();
                 m.extra.extend(report.metrics);
                 m.downlink_bytes += report.broadcast_bytes * self.cfg.federation.clients;
             }
@@ -405,6 +419,7 @@ impl Experiment {
                 .as_ref()
                 .map(|p| p.report(history.len()))
                 .transpose()?,
+            calibration: self.calibration_summary(calibration_rounds, &history, fit),
             wall_s: started.elapsed().as_secs_f64(),
             adapter_dir,
             initial_accuracy: flat_accuracy(&initial_accuracy),
@@ -412,6 +427,101 @@ impl Experiment {
             accuracy_reports: final_accuracy,
         };
         write_file(&run_dir.join("summary.json"), &json_bytes(&summary)?)?;
+        Ok(summary)
+    }
+
+    /// What the calibration phase trained on and cost (`None` without calibration or split).
+    fn calibration_summary(
+        &self,
+        rounds: usize,
+        history: &[RoundMetrics],
+        fit: std::collections::BTreeMap<String, f64>,
+    ) -> Option<crate::calibration::CalibrationSummary> {
+        let split = self.compressor.calibration_split();
+        if rounds == 0 && split.is_none() {
+            return None;
+        }
+        let count = |d: &[Vec<Example>]| d.iter().map(Vec::len).sum::<usize>();
+        let calib = history.iter().filter(|m| m.phase == Phase::Calibration);
+        Some(crate::calibration::CalibrationSummary {
+            rounds,
+            split,
+            d1_examples: self.calib_data.as_deref().map(count).unwrap_or(0),
+            d2_examples: count(&self.data.clients),
+            uplink_bytes: calib.clone().map(|m| m.uplink_bytes).sum(),
+            downlink_bytes: calib.map(|m| m.downlink_bytes).sum(),
+            fit,
+        })
+    }
+
+    /// Run only the calibration rounds (`cgfed tgap`): dense rounds on D1 observed by the
+    /// compressor, then its `fit`, then `save_fitted(out_dir)`. Writes the rounds' metrics
+    /// lines to `out_dir/metrics.jsonl` and the summary to `out_dir/tgap.json`.
+    ///
+    /// # Errors
+    /// A compressor that asks for no calibration rounds; training, fitting or I/O errors.
+    pub fn calibrate(
+        &mut self,
+        out_dir: &std::path::Path,
+        observer: &mut dyn Observer,
+    ) -> Result<crate::calibration::CalibrationSummary> {
+        let rounds = self.compressor.calibration_rounds();
+        if rounds == 0 {
+            return Err(Error::InvalidInput(format!(
+                "compressor `{}` asks for no calibration rounds (with cgfedllm: drop `load`,                  set tgap.rounds ≥ 1)",
+                self.compressor.describe()
+            )));
+        }
+        std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
+        let metrics_path = out_dir.join("metrics.jsonl");
+        let mut out =
+            BufWriter::new(File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
+        let initial = self.trainer.evaluate(&self.data.eval)?;
+        observer.on_start(&RunInfo {
+            name: self.cfg.experiment.name.clone(),
+            calibration_rounds: rounds,
+            rounds: 0,
+            trainer: self.trainer.describe(),
+            compressor: self.compressor.describe(),
+            downlink: None,
+            aggregator: self.aggregator.describe(),
+            partition: self.data.summary.to_string(),
+            initial_eval_loss: initial.loss,
+            initial_accuracy: Vec::new(),
+            run_dir: out_dir.to_path_buf(),
+        });
+        let mut history = Vec::new();
+        let mut fit = std::collections::BTreeMap::new();
+        let (mut cum_up, mut cum_down) = (0, 0);
+        for r in 0..rounds {
+            let mut m = self.round(r, Phase::Calibration)?;
+            if r + 1 == rounds {
+                let report = self.compressor.fit()?;
+                fit = report.metrics.clone();
+                m.extra.extend(report.metrics);
+                let t = Instant::now();
+                let e = self.trainer.evaluate(&self.data.eval)?;
+                m.time_eval_ms = ms(t);
+                m.eval_loss = Some(e.loss);
+                m.perplexity = Some(e.perplexity());
+            }
+            cum_up += m.uplink_bytes;
+            cum_down += m.downlink_bytes;
+            m.cum_uplink_bytes = cum_up;
+            m.cum_downlink_bytes = cum_down;
+            serde_json::to_writer(&mut out, &m)
+                .map_err(|e| Error::Other(format!("cannot serialise metrics: {e}")))?;
+            out.write_all(b"\n")
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io(&metrics_path, e))?;
+            observer.on_round(&m);
+            history.push(m);
+        }
+        self.compressor.save_fitted(out_dir)?;
+        let summary = self
+            .calibration_summary(rounds, &history, fit)
+            .unwrap_or_default();
+        write_file(&out_dir.join("tgap.json"), &json_bytes(&summary)?)?;
         Ok(summary)
     }
 
@@ -461,6 +571,7 @@ impl Experiment {
         let mut m = RoundMetrics::new(r + 1, phase, sampled.clone(), downlink_bytes);
         let faults = self.cfg.faults.clone().unwrap_or_default();
         let mut received: Vec<(Payload, Update)> = Vec::new();
+        let mut snapshots: std::collections::BTreeMap<usize, Vec<Update>> = Default::default();
         let mut accepted: Vec<ClientUpdate> = Vec::new();
         let mut quality: Vec<Reconstruction> = Vec::new();
         let mut density: Vec<f64> = Vec::new();
@@ -468,7 +579,10 @@ impl Experiment {
         for &c in &sampled {
             let ctx = self.ctx(r, Some(c), phase);
             let byzantine = self.byzantine[c];
-            let data: &[Example] = &self.data.clients[c];
+            let data: &[Example] = match (&self.calib_data, phase) {
+                (Some(d1), Phase::Calibration) => &d1[c],
+                _ => &self.data.clients[c],
+            };
             let dense_bytes = self.layout.dense_bytes();
             let mut cm = ClientMetrics::new(c, data.len(), dense_bytes, byzantine);
             m.byzantine += usize::from(byzantine);
@@ -491,10 +605,16 @@ impl Experiment {
                     client: c,
                     seed,
                     local_steps: straggler.then_some(faults.straggler_steps),
+                    // TGAP's temporal ensemble (not under DP: only privatised updates may
+                    // leave a client).
+                    record_snapshots: phase == Phase::Calibration && self.privacy.is_none(),
                 },
             )?;
             m.time_train_ms += ms(t);
             cm.train_loss = Some(local.train_loss);
+            if !byzantine && !local.snapshots.is_empty() {
+                snapshots.insert(c, local.snapshots);
+            }
             if straggler && faults.straggler_policy == StragglerPolicy::Drop {
                 cm.status = ClientStatus::Late;
                 m.clients.push(cm);
@@ -567,6 +687,9 @@ impl Experiment {
         if phase == Phase::Calibration {
             for u in &accepted {
                 let ctx = self.ctx(r, Some(u.client), phase);
+                for s in snapshots.remove(&u.client).unwrap_or_default() {
+                    self.compressor.observe(&s, &ctx)?;
+                }
                 self.compressor.observe(&u.update, &ctx)?;
             }
         }
@@ -635,7 +758,8 @@ impl Experiment {
         if phase == Phase::Train {
             let report = self.compressor.after_round(&received, &server_ctx)?;
             m.extra.extend(report.metrics);
-            m.downlink_bytes += report.broadcast_bytes * sampled.len();
+            // A refreshed encoder goes to every client, sampled this round or not.
+            m.downlink_bytes += report.broadcast_bytes * self.cfg.federation.clients;
         }
         m.time_aggregate_ms = ms(t);
         Ok(m)

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod accuracy;
+pub mod calibration;
 pub mod checkpoint;
 pub mod config;
 pub mod downlink;
@@ -27,6 +28,7 @@ pub mod privacy;
 pub mod sampling;
 
 pub use accuracy::{mc_accuracy, AccuracyReport};
+pub use calibration::CalibrationSummary;
 pub use checkpoint::StateCheckpoint;
 pub use config::{load_config, load_experiment, ExperimentConfig};
 pub use downlink::{Downlink, DownlinkMetrics};

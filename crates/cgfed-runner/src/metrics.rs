@@ -298,6 +298,10 @@ pub struct RunSummary {
     /// The differential-privacy guarantee of the run (`[privacy]`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<cgfed_aggregators::privacy::PrivacyReport>,
+    /// What calibration (TGAP) trained on and cost, when the compressor calibrates or
+    /// splits the data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibration::CalibrationSummary>,
     /// Wall-clock time of the run in seconds.
     pub wall_s: f64,
     /// Where the final adapter was saved (PEFT layout), if the trainer has an adapter format.

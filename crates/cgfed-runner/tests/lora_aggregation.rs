@@ -55,6 +55,7 @@ fn client_updates(t: &mut LlamaTrainer) -> (Vec<ClientUpdate>, Update) {
                         client: c,
                         seed: 4,
                         local_steps: None,
+                        record_snapshots: false,
                     },
                 )
                 .unwrap();

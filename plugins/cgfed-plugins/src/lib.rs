@@ -10,6 +10,7 @@
 //! and a new plugin crate adds one `extern crate` line here.
 
 extern crate cgfed_aggregators as _;
+extern crate cgfed_autoencoder as _;
 extern crate cgfed_lowrank as _;
 extern crate cgfed_model as _;
 extern crate cgfed_quantize as _;
@@ -23,6 +24,7 @@ pub const LINKED_CRATES: &[&str] = &[
     "cgfed-sparsify",
     "cgfed-lowrank",
     "cgfed-aggregators",
+    "cgfed-autoencoder",
 ];
 
 /// Call from `main` (or a test) to make sure this crate, and so every plugin, is linked.

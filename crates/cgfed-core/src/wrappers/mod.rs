@@ -29,6 +29,17 @@ macro_rules! forward_hooks {
             self.$inner.calibration_rounds()
         }
 
+        fn calibration_split(&self) -> Option<f64> {
+            self.$inner.calibration_split()
+        }
+
+        fn save_fitted(
+            &self,
+            dir: &std::path::Path,
+        ) -> $crate::error::Result<Vec<std::path::PathBuf>> {
+            self.$inner.save_fitted(dir)
+        }
+
         fn observe(
             &mut self,
             update: &$crate::update::Update,
