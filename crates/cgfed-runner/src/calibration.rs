@@ -38,6 +38,9 @@ pub struct CalibrationSummary {
     pub fit: std::collections::BTreeMap<String, f64>,
 }
 
+/// Every client's examples, by client index.
+pub type Shards = Vec<Vec<Example>>;
+
 /// Split every client's examples into (D1, D2): a seeded `fraction` of each client's
 /// examples, at least one and leaving at least one, goes to D1.
 ///
@@ -47,7 +50,7 @@ pub fn split_clients(
     clients: &[Vec<Example>],
     fraction: f64,
     seed: u64,
-) -> Result<(Vec<Vec<Example>>, Vec<Vec<Example>>)> {
+) -> Result<(Shards, Shards)> {
     if !(fraction > 0.0 && fraction < 1.0) {
         return Err(Error::InvalidInput(format!(
             "the calibration split must be in (0, 1), got {fraction}"

@@ -11,7 +11,11 @@
 //!    - paper preset: the latent of the whole packed image (64·H/64·W/64 values; absent
 //!      when every tensor is flagged), then one scale (f32 LE) per tensor not flagged.
 //!
-//!    Latent values are f16, bf16 or f32 LE (`latent_dtype`); every value must be finite.
+//!    A latent row (one chunk's `latent` values, or the whole image latent) is either
+//!    its values as f16, bf16 or f32 LE (`latent_dtype`), every one finite; or, with
+//!    `latent_bits = k`, an f32 scale `s` then the row's k-bit codes, bit-packed LSB first
+//!    and zero-padded to a byte: code `i` stands for `s·(2i/(2^k−1) − 1)` (k ≥ 2, `s` =
+//!    the row's max |z|), or `±s` with `s` = mean |z| (k = 1).
 //! 3. **Fallback**: when any tensor is flagged, the rest of the body is the fallback
 //!    compressor's whole payload (its own header included) for the layout made of the
 //!    flagged tensors alone.
@@ -39,6 +43,8 @@ pub struct Codec {
     pub arch: Arch,
     /// Wire precision of the latent.
     pub dtype: LatentDtype,
+    /// `latent_bits`: quantise each latent row to this many bits (overrides `dtype`).
+    pub bits: Option<u32>,
     /// The net.
     pub net: Net,
     /// Rows of the position embeddings (0: none), i.e. the chunk count it is tied to.
@@ -52,7 +58,12 @@ pub struct Codec {
 #[derive(Debug, Clone)]
 pub struct Recon {
     /// Chunked: per tensor, its chunks' latents concatenated. Paper: one entry, the image's.
+    /// The values the receiver will decode (rounded or dequantised).
     pub latent: Vec<Vec<f32>>,
+    /// With `latent_bits`: the codes, laid out like `latent`.
+    pub codes: Vec<Vec<u32>>,
+    /// With `latent_bits`: one scale per latent row (per chunk, or one for the image).
+    pub latent_scales: Vec<Vec<f32>>,
     /// Per tensor: one scale per chunk (chunked) or one (paper).
     pub scales: Vec<Vec<f32>>,
     /// Per tensor: the decoded values.
@@ -174,9 +185,50 @@ impl Codec {
         let pos = self.positions(&items.positions)?;
         let z = self.net.encode(&x, &pos)?;
         let zshape = z.dims().to_vec();
-        let zq: Vec<f32> = host(&z)?.into_iter().map(|v| self.dtype.round(v)).collect();
+        let zq = self.wire_latent(&host(&z)?, n).0;
         let d = self.net.decode(&self.tensor(&zq, zshape)?, &pos)?;
         Ok((zq, host(&d)?))
+    }
+
+    /// What the receiver will see of `n` latent rows: the values (rounded to `dtype`, or
+    /// dequantised), and with `latent_bits` each row's codes and scale.
+    pub fn wire_latent(&self, z: &[f32], n: usize) -> (Vec<f32>, Vec<u32>, Vec<f32>) {
+        let Some(k) = self.bits else {
+            return (
+                z.iter().map(|v| self.dtype.round(*v)).collect(),
+                Vec::new(),
+                Vec::new(),
+            );
+        };
+        let row = z.len() / n.max(1);
+        let (mut vals, mut codes, mut scales) = (
+            Vec::with_capacity(z.len()),
+            Vec::with_capacity(z.len()),
+            Vec::with_capacity(n),
+        );
+        for r in z.chunks(row.max(1)) {
+            let s = if k == 1 {
+                (r.iter().map(|v| f64::from(v.abs())).sum::<f64>() / r.len() as f64) as f32
+            } else {
+                r.iter().fold(0.0f32, |a, v| a.max(v.abs()))
+            };
+            let s = if s.is_finite() { s } else { 0.0 };
+            scales.push(s);
+            for v in r {
+                let c = quantize(*v, s, k);
+                codes.push(c);
+                vals.push(dequantize(c, s, k));
+            }
+        }
+        (vals, codes, scales)
+    }
+
+    /// Bytes of one latent row of `n` values on the wire.
+    pub fn row_bytes(&self, n: usize) -> usize {
+        match self.bits {
+            Some(k) => 4 + (n * k as usize).div_ceil(8),
+            None => n * self.dtype.bytes(),
+        }
     }
 
     /// The client's view: latent, scales and reconstruction of every tensor.
@@ -186,8 +238,11 @@ impl Codec {
         if self.arch.preset.chunked() {
             let ch = Chunking::new(layout, self.arch.chunk);
             let (c, l) = (self.arch.chunk, self.arch.latent);
+            let (_, codes, lscales) = self.wire_latent(&z, ch.total);
             let mut out = Recon {
                 latent: Vec::new(),
+                codes: Vec::new(),
+                latent_scales: Vec::new(),
                 scales: Vec::new(),
                 xhat: Vec::new(),
             };
@@ -195,6 +250,10 @@ impl Codec {
                 let first = ch.tensors[t].0;
                 let k = ch.chunks_of(t);
                 out.latent.push(z[first * l..(first + k) * l].to_vec());
+                if self.bits.is_some() {
+                    out.codes.push(codes[first * l..(first + k) * l].to_vec());
+                    out.latent_scales.push(lscales[first..first + k].to_vec());
+                }
                 let mut scales = Vec::with_capacity(k);
                 let mut xhat = Vec::with_capacity(x.len());
                 for (j, block) in x.chunks(c).enumerate() {
@@ -209,8 +268,11 @@ impl Codec {
             Ok(out)
         } else {
             let p = Packing::new(layout)?;
+            let (_, codes, lscales) = self.wire_latent(&z, 1);
             let mut out = Recon {
                 latent: vec![z],
+                codes: vec![codes],
+                latent_scales: vec![lscales],
                 scales: Vec::new(),
                 xhat: Vec::new(),
             };
@@ -252,17 +314,44 @@ impl Codec {
 
     /// Bytes of part 2 of the body for these flags: (latent bytes, scale bytes).
     pub fn body_sizes(&self, layout: &Layout, flags: &[bool]) -> Result<(usize, usize)> {
-        let b = self.dtype.bytes();
         let kept: Vec<usize> = (0..flags.len()).filter(|&t| !flags[t]).collect();
         if self.arch.preset.chunked() {
             let ch = Chunking::new(layout, self.arch.chunk);
             let chunks: usize = kept.iter().map(|&t| ch.chunks_of(t)).sum();
-            Ok((chunks * self.arch.latent * b, chunks * 4))
+            Ok((chunks * self.row_bytes(self.arch.latent), chunks * 4))
         } else if kept.is_empty() {
             Ok((0, 0))
         } else {
-            Ok((self.image_latent_len(layout)? * b, kept.len() * 4))
+            Ok((
+                self.row_bytes(self.image_latent_len(layout)?),
+                kept.len() * 4,
+            ))
         }
+    }
+
+    fn put_row(&self, out: &mut PayloadBuilder, v: &[f32], codes: &[u32], scale: Option<f32>) {
+        match (self.bits, scale) {
+            (Some(k), Some(s)) => {
+                out.put_f32s(&[s]);
+                let mut w = out.bit_writer();
+                for c in codes {
+                    w.put(*c, k);
+                }
+                w.finish();
+            }
+            _ => self.put_latent(out, v),
+        }
+    }
+
+    fn read_row(&self, r: &mut ByteReader<'_>, n: usize) -> Result<Vec<f32>> {
+        let Some(k) = self.bits else {
+            return self.read_latent(r, n);
+        };
+        let s = r.f32s(1)?[0];
+        let mut bits = r.bits(n, k)?;
+        let codes = bits.take_all()?;
+        bits.finish()?;
+        Ok(codes.into_iter().map(|c| dequantize(c, s, k)).collect())
     }
 
     fn put_latent(&self, out: &mut PayloadBuilder, v: &[f32]) {
@@ -288,11 +377,18 @@ impl Codec {
             for t in (0..flags.len()).filter(|&t| !flags[t]) {
                 for (j, s) in recon.scales[t].iter().enumerate() {
                     out.put_f32s(&[*s]);
-                    self.put_latent(out, &recon.latent[t][j * l..(j + 1) * l]);
+                    let codes = recon
+                        .codes
+                        .get(t)
+                        .map_or(&[][..], |c| &c[j * l..(j + 1) * l]);
+                    let ls = recon.latent_scales.get(t).map(|v| v[j]);
+                    self.put_row(out, &recon.latent[t][j * l..(j + 1) * l], codes, ls);
                 }
             }
         } else if flags.iter().any(|f| !f) {
-            self.put_latent(out, &recon.latent[0]);
+            let ls = recon.latent_scales.first().and_then(|v| v.first().copied());
+            let codes = recon.codes.first().map_or(&[][..], |c| &c[..]);
+            self.put_row(out, &recon.latent[0], codes, ls);
             for t in (0..flags.len()).filter(|&t| !flags[t]) {
                 out.put_f32s(&recon.scales[t]);
             }
@@ -321,7 +417,7 @@ impl Codec {
             let (c, l) = (self.arch.chunk, self.arch.latent);
             let total: usize = kept.iter().map(|&t| ch.chunks_of(t)).sum();
             // Bound the reads by the bytes present before allocating.
-            let need = total * (4 + l * self.dtype.bytes());
+            let need = total * (4 + self.row_bytes(l));
             if r.remaining() < need {
                 return Err(Error::malformed(format!(
                     "cgfedllm: {} bytes left, {need} needed for {total} chunks",
@@ -334,7 +430,7 @@ impl Codec {
             for &t in &kept {
                 for j in 0..ch.chunks_of(t) {
                     scales.push(r.f32s(1)?[0]);
-                    z.extend(self.read_latent(r, l)?);
+                    z.extend(self.read_row(r, l)?);
                     pos.push((ch.tensors[t].0 + j) as u32);
                 }
             }
@@ -357,14 +453,14 @@ impl Codec {
         } else {
             let p = Packing::new(layout)?;
             let zl = self.image_latent_len(layout)?;
-            let need = zl * self.dtype.bytes() + 4 * kept.len();
+            let need = self.row_bytes(zl) + 4 * kept.len();
             if r.remaining() < need {
                 return Err(Error::malformed(format!(
                     "cgfedllm: {} bytes left, {need} needed for the latent and scales",
                     r.remaining()
                 )));
             }
-            let z = self.read_latent(r, zl)?;
+            let z = self.read_row(r, zl)?;
             let scales = r.f32s(kept.len())?;
             let zt = self.tensor(&z, vec![1, IMAGE_LATENT_CHANNELS, p.h / 64, p.w / 64])?;
             let d = host(&self.net.decode(&zt, &self.positions(&[0])?)?)?;
@@ -374,6 +470,28 @@ impl Codec {
         }
         Ok(out)
     }
+}
+
+/// The k-bit code of `v` for scale `s` (see the module docs).
+pub fn quantize(v: f32, s: f32, k: u32) -> u32 {
+    if k == 1 {
+        return u32::from(v >= 0.0);
+    }
+    let levels = ((1u32 << k) - 1) as f32;
+    if s <= 0.0 {
+        return (levels / 2.0).round() as u32;
+    }
+    let i = ((v / s + 1.0) * levels / 2.0).round();
+    i.clamp(0.0, levels) as u32
+}
+
+/// The value code `c` stands for (see the module docs).
+pub fn dequantize(c: u32, s: f32, k: u32) -> f32 {
+    if k == 1 {
+        return if c == 1 { s } else { -s };
+    }
+    let levels = ((1u32 << k) - 1) as f32;
+    s * (2.0 * c as f32 / levels - 1.0)
 }
 
 fn finite(v: Vec<f32>) -> Result<Vec<f32>> {

@@ -69,6 +69,7 @@ fn build_codec(arch: Arch, cfg: &CgConfig, layout: &Layout, device: &Device) -> 
     Ok(Codec {
         arch,
         dtype: cfg.latent_dtype,
+        bits: arch.latent_bits,
         net,
         positions,
         device: device.clone(),
@@ -111,6 +112,7 @@ impl CgFedLlm {
             let mut codec = Codec {
                 arch: out.arch,
                 dtype: out.cfg.latent_dtype,
+                bits: out.arch.latent_bits,
                 net: placeholder_net(out.arch, meta.position_rows)?,
                 positions: meta.position_rows,
                 device: Device::Cpu,
@@ -319,6 +321,9 @@ impl GradientCompressor for CgFedLlm {
             Error::InvalidInput("cgfedllm: no calibration snapshot was observed".into())
         })?;
         let started = Instant::now();
+        if let Some(path) = &self.cfg.tgap.dump {
+            tgap::save_snapshots(path, &self.store.snaps, &layout)?;
+        }
         let device = self.device.clone();
         let last = self.store.snaps.iter().map(|s| s.round).max().unwrap_or(0);
         let cut = (last + 1).saturating_sub(self.cfg.tgap.heldout_rounds);
@@ -334,6 +339,7 @@ impl GradientCompressor for CgFedLlm {
         let items = tgap::items_of(&codec, &train, &layout)?;
         let held_items = tgap::items_of(&codec, &heldout, &layout)?;
         let t = &self.cfg.tgap;
+        tgap::init_linear(&mut codec, &items, t.seed)?;
         let losses = tgap::train(
             &mut codec,
             &items,
@@ -443,8 +449,9 @@ impl GradientCompressor for CgFedLlm {
                     let ch = Chunking::new(layout, codec.arch.chunk);
                     for (t, _) in flags.iter().enumerate().filter(|(_, f)| **f) {
                         let first = ch.tensors[t].0;
-                        for k in first..first + ch.chunks_of(t) {
-                            if norms[k] > 0.0 {
+                        let span = first..first + ch.chunks_of(t);
+                        for (k, norm) in span.clone().zip(&norms[span]) {
+                            if *norm > 0.0 {
                                 ft.values
                                     .extend_from_slice(&items.values[k * len..(k + 1) * len]);
                                 ft.positions.push(items.positions[k]);
@@ -520,7 +527,10 @@ impl GradientCompressor for CgFedLlm {
             Some(p) => format!("loaded from {}", p.display()),
             None => format!("TGAP {} rounds", self.cfg.tgap.rounds),
         };
-        let dtype = format!("{:?}", self.cfg.latent_dtype).to_lowercase();
+        let dtype = match a.latent_bits {
+            Some(b) => format!("{b}-bit"),
+            None => format!("{:?}", self.cfg.latent_dtype).to_lowercase(),
+        };
         let scale = format!("{:?}", a.scale).to_lowercase();
         format!(
             "cgfedllm {} ({net}, {dtype} latent, {scale} scales, {source}; below {} dB: {})",

@@ -98,6 +98,10 @@ pub struct TgapConfig {
     pub max_snapshots: usize,
     /// Seed of the autoencoder's initialisation and batch order.
     pub seed: u64,
+    /// Also write the observed snapshots to this safetensors file when fitting, to fit
+    /// other architectures on the same temporal ensemble offline
+    /// (`cargo run --example fit_snapshots`).
+    pub dump: Option<PathBuf>,
 }
 
 impl Default for TgapConfig {
@@ -106,11 +110,12 @@ impl Default for TgapConfig {
             rounds: 3,
             split: 0.3,
             heldout_rounds: 1,
-            iterations: 600,
+            iterations: 200,
             batch: 128,
             lr: 2e-4,
             max_snapshots: 512,
             seed: 0,
+            dump: None,
         }
     }
 }
@@ -158,6 +163,12 @@ pub struct CgConfig {
     /// Latent precision on the wire.
     #[serde(default = "default_latent_dtype")]
     pub latent_dtype: LatentDtype,
+    /// Quantise each latent row to this many bits (1..=8) with one f32 scale per row,
+    /// instead of sending the values as `latent_dtype` (0: send `latent_dtype` values);
+    /// training then uses a straight-through estimator of the quantiser. `None`: the
+    /// preset's (1 for default and pca, 0 for paper) or the saved autoencoder's.
+    #[serde(default)]
+    pub latent_bits: Option<u32>,
     /// Per-block scale (`None`: `lsq`, `norm` for the paper preset).
     #[serde(default)]
     pub scale: Option<ScaleMode>,
@@ -204,6 +215,9 @@ pub struct Arch {
     pub positions: bool,
     /// Per-block scale.
     pub scale: ScaleMode,
+    /// Bits per latent value (`None`: `latent_dtype` values).
+    #[serde(default)]
+    pub latent_bits: Option<u32>,
 }
 
 impl Arch {
@@ -212,7 +226,7 @@ impl Arch {
         Self {
             preset,
             chunk: 1024,
-            latent: 32,
+            latent: 448,
             hidden: 512,
             positions: preset == Preset::Default,
             scale: if preset == Preset::Paper {
@@ -220,6 +234,7 @@ impl Arch {
             } else {
                 ScaleMode::Lsq
             },
+            latent_bits: (preset != Preset::Paper).then_some(1),
         }
     }
 
@@ -264,6 +279,9 @@ impl Arch {
         }
         if let Some(s) = cfg.scale {
             a.scale = s;
+        }
+        if let Some(b) = cfg.latent_bits {
+            a.latent_bits = (b > 0).then_some(b);
         }
         Ok(a)
     }
@@ -332,6 +350,13 @@ impl CgConfig {
                     "must be less than tgap.rounds ({}) so some snapshots remain to train on",
                     t.rounds
                 ),
+            )?;
+        }
+        if let Some(b) = cfg.latent_bits {
+            ensure(
+                b <= 8,
+                format!("{k}.latent_bits"),
+                format!("must be in 0..=8 (0: latent_dtype values), got {b}"),
             )?;
         }
         ensure(

@@ -75,6 +75,134 @@ impl SnapshotStore {
     }
 }
 
+/// Write snapshots to a safetensors file: tensor `NNNNN` is snapshot N flattened, the
+/// metadata holds each one's round (`rounds`, comma-separated) and the layout (`layout`,
+/// `name:d0xd1;…`).
+///
+/// # Errors
+/// I/O errors.
+pub fn save_snapshots(path: &std::path::Path, snaps: &[Snapshot], layout: &Layout) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let data: Vec<Vec<u8>> = snaps
+        .iter()
+        .map(|s| {
+            s.parts
+                .concat()
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let n = layout.numel();
+    let views = data
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            TensorView::new(Dtype::F32, vec![n], b)
+                .map(|v| (format!("{i:05}"), v))
+                .map_err(|e| cgfed_core::Error::Other(format!("snapshot view: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rounds: Vec<String> = snaps.iter().map(|s| s.round.to_string()).collect();
+    let lay: Vec<String> = layout
+        .specs()
+        .iter()
+        .map(|s| {
+            let dims: Vec<String> = s.shape.iter().map(|d| d.to_string()).collect();
+            format!("{}:{}", s.name, dims.join("x"))
+        })
+        .collect();
+    let meta = std::collections::HashMap::from([
+        ("rounds".to_string(), rounds.join(",")),
+        ("layout".to_string(), lay.join(";")),
+    ]);
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| cgfed_core::Error::Other(format!("safetensors: {e}")))?;
+    std::fs::write(path, bytes).map_err(|e| cgfed_core::Error::io(path, e))
+}
+
+/// Read snapshots written by [`save_snapshots`]: the layout and the snapshots.
+///
+/// # Errors
+/// I/O errors or a file not written by [`save_snapshots`].
+pub fn load_snapshots(path: &std::path::Path) -> Result<(Layout, Vec<Snapshot>)> {
+    let bad = |m: String| cgfed_core::Error::InvalidInput(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| cgfed_core::Error::io(path, e))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta = meta.metadata().clone().unwrap_or_default();
+    let specs = meta
+        .get("layout")
+        .ok_or_else(|| bad("no layout".into()))?
+        .split(';')
+        .map(|s| {
+            let (name, dims) = s
+                .rsplit_once(':')
+                .ok_or_else(|| bad(format!("layout entry {s}")))?;
+            let shape = dims
+                .split('x')
+                .map(|d| d.parse::<usize>().map_err(|e| bad(e.to_string())))
+                .collect::<Result<Vec<usize>>>()?;
+            Ok(cgfed_core::TensorSpec {
+                name: name.to_string(),
+                shape,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let layout = Layout::new(specs)?;
+    let rounds: Vec<usize> = meta
+        .get("rounds")
+        .ok_or_else(|| bad("no rounds".into()))?
+        .split(',')
+        .map(|r| {
+            r.parse()
+                .map_err(|e: std::num::ParseIntError| bad(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let mut snaps = Vec::with_capacity(rounds.len());
+    for (i, round) in rounds.into_iter().enumerate() {
+        let view = st
+            .tensor(&format!("{i:05}"))
+            .map_err(|e| bad(e.to_string()))?;
+        let flat: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut parts = Vec::with_capacity(layout.len());
+        let mut off = 0;
+        for s in layout.specs() {
+            let n = s.numel();
+            parts.push(
+                flat.get(off..off + n)
+                    .ok_or_else(|| bad("short snapshot".into()))?
+                    .to_vec(),
+            );
+            off += n;
+        }
+        snaps.push(Snapshot { round, parts });
+    }
+    Ok((layout, snaps))
+}
+
+/// Start the default preset's linear path from chunk-PCA of `items` (TGAP's first step).
+///
+/// # Errors
+/// Tensor errors.
+pub fn init_linear(codec: &mut Codec, items: &Items, seed: u64) -> Result<()> {
+    if let Net::Mlp(m) = &codec.net {
+        if items.positions.is_empty() {
+            return Ok(());
+        }
+        let mut pca =
+            crate::nets::PcaAe::new(codec.arch.chunk, codec.arch.latent, seed, &codec.device)?;
+        pca.fit(&items.values, codec.arch.chunk, seed)?;
+        m.set_linear(&pca.w)?;
+    }
+    Ok(())
+}
+
 /// Adam on the net's weights for `iterations` steps over random batches of `items`;
 /// returns the loss of each step. Chunk-PCA is fitted in closed form instead.
 pub fn train(
@@ -114,7 +242,14 @@ pub fn train(
         let x = Tensor::from_vec(x, codec.batch_shape(b, layout)?, &Device::Cpu)?
             .to_device(&codec.device)?;
         let pos = Tensor::from_vec(pos, b, &Device::Cpu)?.to_device(&codec.device)?;
-        let y = codec.net.decode(&codec.net.encode(&x, &pos)?, &pos)?;
+        let mut z = codec.net.encode(&x, &pos)?;
+        if codec.bits.is_some() {
+            // Straight-through estimator: decode the quantised latent, pass gradients to z.
+            let (zq, _, _) = codec.wire_latent(&crate::codec::host(&z)?, b);
+            let zq = Tensor::from_vec(zq, z.dims(), &Device::Cpu)?.to_device(&codec.device)?;
+            z = (&z + (zq - &z)?.detach())?;
+        }
+        let y = codec.net.decode(&z, &pos)?;
         let loss = (y - &x)?.sqr()?.mean_all()?;
         opt.backward_step(&loss)?;
         losses.push(f64::from(loss.to_scalar::<f32>()?));

@@ -165,6 +165,21 @@ impl Params {
             .unwrap_or_else(|| panic!("no weight `{name}`"))
     }
 
+    /// Overwrite the weight called `name` with `value` (same shape).
+    ///
+    /// # Errors
+    /// A shape mismatch.
+    pub fn set(&self, name: &str, value: &Tensor) -> Result<()> {
+        let var = self
+            .vars
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no weight `{name}`"));
+        var.set(&value.to_device(var.device())?)?;
+        Ok(())
+    }
+
     fn vars(&self) -> Vec<Var> {
         self.vars.iter().map(|(_, v)| v.clone()).collect()
     }
