@@ -80,7 +80,7 @@ fn bad_config_exits_nonzero_naming_file_and_key() {
     assert!(err.contains("configs/tiny.toml"), "{err}");
     assert!(
         err.contains("compressor.name")
-            && err.contains("registered: approx-topk, bf16, fp16, kbit, none, powersgd"),
+            && err.contains("registered: approx-topk, bf16, cgfedllm, fp16, kbit, none, powersgd"),
         "{err}"
     );
     let out = cgfed(&["run", "configs/does-not-exist.toml"]);
