@@ -117,10 +117,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             overrides,
             no_progress,
         } => {
-            let cfg = cgfed_runner::load_config(&config, &overrides)?;
-            models::prefetch_for(&cfg.model)?;
-            models::prefetch_data(&cfg.data)?;
-            let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            let (_, mut exp) = prepare(&config, &overrides)?;
             let mut observer = progress::Progress::new(!no_progress);
             let summary = exp.run(&mut observer).map_err(|e| {
                 anyhow::Error::new(e).context(format!("run of {} failed", config.display()))
@@ -129,10 +126,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Eval { config, overrides } => {
-            let cfg = cgfed_runner::load_config(&config, &overrides)?;
-            models::prefetch_for(&cfg.model)?;
-            models::prefetch_data(&cfg.data)?;
-            let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            let (cfg, mut exp) = prepare(&config, &overrides)?;
             println!("{}", exp.data().summary);
             let ev = exp.evaluate()?;
             print!("{}", progress::eval_report(&ev));
@@ -149,10 +143,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             overrides,
             no_progress,
         } => {
-            let cfg = cgfed_runner::load_config(&config, &overrides)?;
-            models::prefetch_for(&cfg.model)?;
-            models::prefetch_data(&cfg.data)?;
-            let mut exp = cgfed_runner::load_experiment(&config, &overrides)?;
+            let (cfg, mut exp) = prepare(&config, &overrides)?;
             let out = out.unwrap_or_else(|| cfg.run_dir().join("tgap"));
             let mut observer = progress::Progress::new(!no_progress);
             let summary = exp.calibrate(&out, &mut observer).map_err(|e| {
@@ -182,6 +173,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Load CONFIG, fetch the assets it names (with progress), and build the experiment.
+fn prepare(
+    config: &std::path::Path,
+    overrides: &[String],
+) -> anyhow::Result<(cgfed_runner::ExperimentConfig, cgfed_runner::Experiment)> {
+    let cfg = cgfed_runner::load_config(config, overrides)?;
+    models::prefetch_for(&cfg.model)?;
+    models::prefetch_data(&cfg.data)?;
+    let exp = cgfed_runner::load_experiment(config, overrides)?;
+    Ok((cfg, exp))
 }
 
 /// The `cgfed list` text: one section per kind, one line per plugin, then its keys with

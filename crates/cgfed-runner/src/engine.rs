@@ -362,11 +362,7 @@ impl Experiment {
             cum_down += m.downlink_bytes;
             m.cum_uplink_bytes = cum_up;
             m.cum_downlink_bytes = cum_down;
-            serde_json::to_writer(&mut out, &m)
-                .map_err(|e| Error::Other(format!("cannot serialise metrics: {e}")))?;
-            out.write_all(b"\n")
-                .and_then(|_| out.flush())
-                .map_err(|e| Error::io(&metrics_path, e))?;
+            append_line(&mut out, &m, &metrics_path)?;
             tracing::info!(
                 round = m.round,
                 train_loss = ?m.train_loss,
@@ -509,11 +505,7 @@ impl Experiment {
             cum_down += m.downlink_bytes;
             m.cum_uplink_bytes = cum_up;
             m.cum_downlink_bytes = cum_down;
-            serde_json::to_writer(&mut out, &m)
-                .map_err(|e| Error::Other(format!("cannot serialise metrics: {e}")))?;
-            out.write_all(b"\n")
-                .and_then(|_| out.flush())
-                .map_err(|e| Error::io(&metrics_path, e))?;
+            append_line(&mut out, &m, &metrics_path)?;
             observer.on_round(&m);
             history.push(m);
         }
@@ -769,6 +761,16 @@ impl Experiment {
 /// Build and run the experiment described by `cfg`.
 pub fn run_experiment(cfg: &ExperimentConfig, observer: &mut dyn Observer) -> Result<RunSummary> {
     Experiment::build(cfg)?.run(observer)
+}
+
+/// Append `m` as one JSON line to `metrics.jsonl` and flush it (a crash keeps every
+/// finished round).
+fn append_line(out: &mut impl Write, m: &RoundMetrics, path: &std::path::Path) -> Result<()> {
+    serde_json::to_writer(&mut *out, m)
+        .map_err(|e| Error::Other(format!("cannot serialise metrics: {e}")))?;
+    out.write_all(b"\n")
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn ms(t: Instant) -> f64 {
