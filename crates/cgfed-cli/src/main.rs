@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cgfed_plugins as _;
-use clap::{Parser, Subcommand}; // link every plugin so the registry sees them
+use cgfed_plugins as _; // link every plugin so the registry sees them
+use cgfed_runner::RunStatus;
+use clap::{Parser, Subcommand};
 
 mod models;
 mod progress;
@@ -33,6 +34,48 @@ enum Command {
         /// No progress bar (the per-round table is still printed).
         #[arg(long)]
         no_progress: bool,
+        /// Continue the run in the run directory from its last checkpoint (identical
+        /// results); a finished run is left alone, a missing one starts from scratch.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Run every `[[variant]]` of CONFIG side by side (same data splits, seeds and initial
+    /// model), each in `<output_dir>/<name>/<variant>/`: finished variants are skipped,
+    /// interrupted ones resume. Then write the comparison report (`report.md`,
+    /// `report.json`, plots as SVG and PNG) and print its table.
+    Compare {
+        /// Comparison TOML file (a base experiment plus `[[variant]]` tables).
+        config: PathBuf,
+        /// Override a config key in every variant (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// No progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Re-render the report from finished runs: each DIR is a comparison directory (its
+    /// variants) or a run directory; runs of different configs can be compared.
+    Report {
+        /// Comparison or run directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the report (default: the single comparison directory given, or
+        /// `runs/report`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Report title.
+        #[arg(long)]
+        title: Option<String>,
+        /// The run the others are measured against (a label; default: the first).
+        #[arg(long)]
+        reference: Option<String>,
+        /// Absolute target eval loss for rounds/bytes to target (default: the reference's
+        /// final loss + `--target-within`).
+        #[arg(long)]
+        target: Option<f64>,
+        /// Relative slack over the reference's final loss for the target (default 0.02).
+        #[arg(long)]
+        target_within: Option<f64>,
     },
     /// Evaluate the configured model on CONFIG's evaluation set with no training: held-out
     /// loss and perplexity, and multiple-choice accuracy (`[eval] accuracy`). Writes
@@ -116,15 +159,57 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             config,
             overrides,
             no_progress,
+            resume,
         } => {
+            if resume {
+                let cfg = cgfed_runner::load_config(&config, &overrides)?;
+                match cgfed_runner::run_status(&cfg)? {
+                    RunStatus::Finished(summary) => {
+                        println!("{}: already finished", cfg.run_dir().display());
+                        progress::Progress::new(false).finish(&summary);
+                        return Ok(());
+                    }
+                    RunStatus::Interrupted { round, total, from } => println!(
+                        "{}: stopped after round {round} of {total}; {}",
+                        cfg.run_dir().display(),
+                        if from == 0 {
+                            "before its calibration fit, so it starts over".to_string()
+                        } else {
+                            format!("resuming from round {}", from + 1)
+                        }
+                    ),
+                    RunStatus::New => println!(
+                        "{}: nothing to resume; starting from the first round",
+                        cfg.run_dir().display()
+                    ),
+                }
+            }
             let (_, mut exp) = prepare(&config, &overrides)?;
             let mut observer = progress::Progress::new(!no_progress);
-            let summary = exp.run(&mut observer).map_err(|e| {
+            let done = if resume {
+                exp.resume(&mut observer)
+            } else {
+                exp.run(&mut observer)
+            };
+            let summary = done.map_err(|e| {
                 anyhow::Error::new(e).context(format!("run of {} failed", config.display()))
             })?;
             observer.finish(&summary);
             Ok(())
         }
+        Command::Compare {
+            config,
+            overrides,
+            no_progress,
+        } => compare(&config, &overrides, no_progress),
+        Command::Report {
+            dirs,
+            out,
+            title,
+            reference,
+            target,
+            target_within,
+        } => report(&dirs, out, title, reference, target, target_within),
         Command::Eval { config, overrides } => {
             let (cfg, mut exp) = prepare(&config, &overrides)?;
             println!("{}", exp.data().summary);
@@ -153,6 +238,22 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             println!("saved the autoencoder to {}", out.display());
             Ok(())
         }
+        Command::Check { config, overrides } if is_comparison(&config) => {
+            let cmp = cgfed_runner::load_comparison(&config, &overrides)?;
+            for (i, v) in cmp.variants.iter().enumerate() {
+                let cfg = cmp.config(i)?;
+                // Every variant's plugins with their keys; the whole experiment once.
+                let c = cgfed_core::registry::build_compressor(&cfg.compressor_table()?)
+                    .map_err(|e| e.in_file(&config))?;
+                cgfed_core::registry::build_aggregator(&cfg.aggregator_table()?)
+                    .map_err(|e| e.in_file(&config))?;
+                println!("  variant {:<16} {}", v.name, c.describe());
+            }
+            let exp = cgfed_runner::Experiment::build(&cmp.config(0)?)?;
+            println!("{}: ok ({} variants)", config.display(), cmp.variants.len());
+            println!("{}", exp.data().summary);
+            Ok(())
+        }
         Command::Check { config, overrides } => {
             let exp = cgfed_runner::load_experiment(&config, &overrides)?;
             println!("{}: ok", config.display());
@@ -173,6 +274,110 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether the TOML file at `path` is a comparison (has `[[variant]]` tables).
+fn is_comparison(path: &std::path::Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("variant"))
+}
+
+/// `cgfed compare`: every variant in turn, then the report.
+fn compare(
+    config: &std::path::Path,
+    overrides: &[String],
+    no_progress: bool,
+) -> anyhow::Result<()> {
+    let cmp = cgfed_runner::load_comparison(config, overrides)?;
+    // Fetch what every variant needs first (once), with progress.
+    for i in 0..cmp.variants.len() {
+        let cfg = cmp.config(i)?;
+        models::prefetch_for(&cfg.model)?;
+        models::prefetch_data(&cfg.data)?;
+    }
+    println!(
+        "comparison {} ({} variants: {}) -> {}",
+        cmp.name,
+        cmp.variants.len(),
+        cmp.names().join(", "),
+        cmp.dir.display()
+    );
+    let mut observer = progress::CompareProgress::new(!no_progress, cmp.variants.len());
+    let records = cmp.run_all(&mut observer).map_err(|e| {
+        anyhow::Error::new(e).context(format!("comparison {} failed", config.display()))
+    })?;
+    let report = cgfed_runner::report::build(&records, &cmp.report_options())?;
+    let files = cgfed_runner::report::write(&report, &records, &cmp.dir)?;
+    println!();
+    print!("{}", cgfed_runner::report::terminal_table(&report));
+    println!("{}", report.target_rule);
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
+}
+
+/// `cgfed report`: re-render from finished runs.
+fn report(
+    dirs: &[PathBuf],
+    out: Option<PathBuf>,
+    title: Option<String>,
+    reference: Option<String>,
+    target: Option<f64>,
+    target_within: Option<f64>,
+) -> anyhow::Result<()> {
+    let mut records = Vec::new();
+    let mut section = None;
+    for d in dirs {
+        let (r, s) = cgfed_runner::compare::records_in(d)?;
+        records.extend(r);
+        section = section.or(s);
+    }
+    // Runs from different comparisons may share a label: qualify repeated ones.
+    let labels: Vec<String> = records.iter().map(|r| r.label.clone()).collect();
+    for r in &mut records {
+        if labels.iter().filter(|l| **l == r.label).count() > 1 {
+            if let Some(parent) = r.dir.parent().and_then(|p| p.file_name()) {
+                r.label = format!("{}/{}", parent.to_string_lossy(), r.label);
+            }
+        }
+    }
+    let single_comparison = dirs.len() == 1 && section.is_some();
+    let mut section = if single_comparison {
+        section.unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    section.title = title.or(section.title);
+    section.reference = reference.or(section.reference);
+    section.target_eval_loss = target.or(section.target_eval_loss);
+    section.target_within = target_within.or(section.target_within);
+    let default_title = if single_comparison {
+        dirs[0]
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+    } else {
+        None
+    }
+    .unwrap_or_else(|| "comparison".into());
+    let opts = cgfed_runner::compare::report_options(&section, &default_title);
+    let out = out.unwrap_or_else(|| {
+        if single_comparison {
+            dirs[0].clone()
+        } else {
+            PathBuf::from("runs/report")
+        }
+    });
+    let report = cgfed_runner::report::build(&records, &opts)?;
+    let files = cgfed_runner::report::write(&report, &records, &out)?;
+    print!("{}", cgfed_runner::report::terminal_table(&report));
+    println!("{}", report.target_rule);
+    for f in files {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }
 
 /// Load CONFIG, fetch the assets it names (with progress), and build the experiment.

@@ -181,6 +181,12 @@ impl Observer for Progress {
             info.partition.trim_end().replace('\n', "\n              ")
         );
         println!("  initial eval loss {:.4}", info.initial_eval_loss);
+        if info.resumed_from > 0 {
+            println!(
+                "  resuming after round {} (restored from the checkpoint)",
+                info.resumed_from
+            );
+        }
         for r in &info.initial_accuracy {
             println!("  initial {}", accuracy_line(r));
         }
@@ -205,6 +211,7 @@ impl Observer for Progress {
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
+            bar.set_position(info.resumed_from as u64);
             self.bar = Some(bar);
         }
     }
@@ -245,6 +252,51 @@ impl Observer for Progress {
             ));
             b.inc(1);
         }
+    }
+}
+
+/// Prints one header line per variant of a comparison and drives a [`Progress`] for each.
+pub struct CompareProgress {
+    run: Progress,
+    total: usize,
+}
+
+impl CompareProgress {
+    /// For `total` variants; `show_bar` as in [`Progress::new`].
+    pub fn new(show_bar: bool, total: usize) -> Self {
+        Self {
+            run: Progress::new(show_bar),
+            total,
+        }
+    }
+}
+
+impl cgfed_runner::CompareObserver for CompareProgress {
+    fn on_variant(&mut self, index: usize, name: &str, status: &cgfed_runner::RunStatus) {
+        use cgfed_runner::RunStatus;
+        let what = match status {
+            RunStatus::Finished(_) => "finished earlier, skipped".to_string(),
+            RunStatus::Interrupted { from: 0, .. } => {
+                "interrupted before its calibration fit, starting over".to_string()
+            }
+            RunStatus::Interrupted { round, total, .. } => {
+                format!("interrupted after round {round} of {total}, resuming")
+            }
+            RunStatus::New => "running".to_string(),
+        };
+        println!(
+            "\n=== variant {}/{}: {name} ({what})",
+            index + 1,
+            self.total
+        );
+    }
+
+    fn run_observer(&mut self) -> &mut dyn Observer {
+        &mut self.run
+    }
+
+    fn on_variant_done(&mut self, _name: &str, summary: &RunSummary) {
+        self.run.finish(summary);
     }
 }
 

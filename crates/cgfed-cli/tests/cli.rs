@@ -136,3 +136,151 @@ fn eval_prints_loss_and_accuracy_and_writes_eval_json() {
     assert_eq!(v["accuracy"].as_array().unwrap().len(), 2);
     assert!(v["loss"].as_f64().unwrap().is_finite());
 }
+
+/// A two-variant comparison of the tiny model in `dir`.
+fn tiny_comparison(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("cmp.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[experiment]
+name = "cmp"
+output_dir = "{}"
+
+[model]
+preset = "tiny"
+
+[data]
+seq_len = 32
+max_eval_examples = 32
+max_train_examples = 128
+
+[federation]
+rounds = 2
+clients = 4
+clients_per_round = 2
+
+[trainer]
+local_steps = 2
+batch_size = 8
+
+[[variant]]
+name = "dense"
+compressor = "none"
+
+[[variant]]
+name = "kbit4"
+compressor = {{ name = "kbit", bits = 4 }}
+"#,
+            dir.display().to_string().replace('\\', "/")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn compare_runs_every_variant_writes_the_report_and_skips_finished_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_comparison(dir.path());
+    let out = cgfed(&["compare", path.to_str().unwrap(), "--no-progress"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cmp = dir.path().join("cmp");
+    for f in [
+        "comparison.json",
+        "report.md",
+        "report.json",
+        "loss_vs_uplink.svg",
+        "loss_vs_uplink.png",
+        "dense/summary.json",
+        "kbit4/summary.json",
+    ] {
+        assert!(cmp.join(f).is_file(), "{f} missing:\n{stdout}");
+    }
+    // The terminal table names both variants on rows of their own.
+    for v in ["dense", "kbit4"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(v)),
+            "{v}:\n{stdout}"
+        );
+    }
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cmp.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 2);
+
+    // Again: both are skipped, and `cgfed report` re-renders elsewhere.
+    let out = cgfed(&["compare", path.to_str().unwrap(), "--no-progress"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout.matches("finished earlier, skipped").count(),
+        2,
+        "{stdout}"
+    );
+    let other = dir.path().join("rendered");
+    let out = cgfed(&[
+        "report",
+        cmp.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+        "--target",
+        "100",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(other.join("report.md")).unwrap();
+    assert!(md.contains("kbit4") && md.contains("100"), "{md}");
+    // A directory that is not a run says so.
+    let out = cgfed(&["report", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("summary.json"));
+}
+
+#[test]
+fn run_resume_finishes_a_run_and_leaves_a_finished_one_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = format!("experiment.output_dir=\"{}\"", dir.path().display());
+    let args = [
+        "run",
+        "configs/tiny.toml",
+        "--no-progress",
+        "--resume",
+        "--set",
+        "federation.rounds=2",
+        "--set",
+        "data.max_train_examples=128",
+        "--set",
+        &out_dir,
+    ];
+    let out = cgfed(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("nothing to resume"), "{stdout}");
+    let metrics = dir.path().join("tiny").join("metrics.jsonl");
+    let before = std::fs::read(&metrics).unwrap();
+    let out = cgfed(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(stdout.contains("already finished"), "{stdout}");
+    assert_eq!(std::fs::read(&metrics).unwrap(), before);
+    // Resuming with another config is refused, naming the key.
+    let mut changed = args.to_vec();
+    changed[5] = "federation.rounds=3";
+    let out = cgfed(&changed);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("federation.rounds"), "{err}");
+}

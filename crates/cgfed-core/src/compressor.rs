@@ -98,6 +98,21 @@ pub trait GradientCompressor: Send + Sync {
         )))
     }
 
+    /// Write the compressor's own server-side state (what [`fit`](Self::fit) and
+    /// [`after_round`](Self::after_round) changed, e.g. a fitted autoencoder) into `dir`,
+    /// part of the run's checkpoint after every round, so that a resumed run continues
+    /// exactly. Per-client state belongs in [`ClientState`] and is checkpointed by the
+    /// runner. Default: nothing to save.
+    fn save_checkpoint(&self, _dir: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// Restore what [`save_checkpoint`](Self::save_checkpoint) wrote into `dir` (a resumed
+    /// run calls it once, before its first round). Default: nothing to restore.
+    fn load_checkpoint(&mut self, _dir: &std::path::Path) -> Result<()> {
+        Ok(())
+    }
+
     /// Server-side adaptation after a round, given what arrived and how it decoded.
     /// Default: nothing.
     fn after_round(

@@ -69,6 +69,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A run stopped on request (its observer asked it to) after `round` completed rounds;
+    /// its checkpoint lets it resume.
+    #[error("run interrupted after round {round}; its checkpoint lets it resume")]
+    Interrupted {
+        /// Rounds completed (and checkpointed).
+        round: usize,
+    },
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),

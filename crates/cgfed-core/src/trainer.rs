@@ -164,6 +164,17 @@ pub trait Trainer: Send {
         ctx: &TrainCtx,
     ) -> Result<LocalOutcome>;
 
+    /// Replace the global trainable state by `state` exactly (a resumed run restores the
+    /// state its checkpoint saved). Default: an error saying the trainer cannot, so runs
+    /// with it cannot resume.
+    fn load_global_state(&mut self, state: &Update) -> Result<()> {
+        let _ = state;
+        Err(Error::Other(format!(
+            "trainer {} cannot restore a saved global state, so its runs cannot resume",
+            self.name()
+        )))
+    }
+
     /// Add `residual` to frozen base weights: one `[out, in]` tensor per adapted module,
     /// named by its module path (e.g. `layers.3.self_attn.q_proj`), in units of the LoRA
     /// product `B·A` (the trainer applies its LoRA scale). Aggregators that aggregate the

@@ -535,6 +535,10 @@ impl Trainer for LlamaTrainer {
         Ok(self.global.clone())
     }
 
+    fn load_global_state(&mut self, state: &Update) -> Result<()> {
+        self.set_global_state(state)
+    }
+
     fn apply_delta(&mut self, delta: &Update) -> Result<()> {
         delta.check_same_layout(&self.layout)?;
         let next = self.global.add(&self.convert(delta)?)?;

@@ -1,6 +1,10 @@
-//! Compressor-state checkpoints: every client's [`ClientState`] (error-feedback residuals,
-//! PowerSGD warm starts, …), the server's downlink state and the downlink bookkeeping,
-//! written after every round to `<run_dir>/checkpoint/compressor_state.safetensors`.
+//! Run checkpoints, written after every round into `<run_dir>/checkpoint/` and swapped in
+//! atomically (see [`dir`] for the directory and [`commit`] for the swap), so that
+//! `cgfed run --resume` continues from the last completed round with identical results.
+//!
+//! The part that grows with the clients is the compressor state: every client's
+//! [`ClientState`] (error-feedback residuals, PowerSGD warm starts, …), the server's
+//! downlink state and the downlink bookkeeping, in `compressor_state.safetensors`.
 //!
 //! # File format
 //!
@@ -67,6 +71,12 @@ struct Meta {
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn from_le_bytes(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 impl StateCheckpoint {
@@ -154,11 +164,7 @@ impl StateCheckpoint {
             if view.dtype() != Dtype::F32 || view.shape().len() != 1 {
                 return Err(bad(format!("tensor `{name}` is not a 1-D f32 tensor")));
             }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let values = from_le_bytes(view.data());
             let (owner, key) = name
                 .split_once('/')
                 .ok_or_else(|| bad(format!("tensor `{name}` has no owner prefix")))?;
@@ -190,4 +196,228 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|_| f.sync_all())
         .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+// ---------------------------------------------------------------------------------------
+// The whole checkpoint: one directory, swapped in atomically after every round.
+// ---------------------------------------------------------------------------------------
+
+/// The checkpoint directory of a run: `<run_dir>/checkpoint/`.
+///
+/// After every round the runner writes a complete new checkpoint into
+/// `checkpoint.next/`, then renames `checkpoint/` to `checkpoint.old/`, `checkpoint.next/`
+/// to `checkpoint/`, and removes `checkpoint.old/`. A crash at any point leaves one
+/// complete checkpoint: `checkpoint/`, or `checkpoint.old/` between the two renames
+/// ([`latest`] recovers it). The directory holds:
+///
+/// - [`PROGRESS_FILE`]: rounds completed, the initial evaluation, the calibration fit;
+/// - [`GLOBAL_FILE`]: the global trainable state (f32 safetensors, one tensor per layout
+///   entry);
+/// - [`FILE`]: every client's compressor state and the downlink's (when any exists);
+/// - [`AGGREGATOR_FILE`]: the aggregator's state (when it has one);
+/// - [`COMPRESSOR_DIR`]`/`: the compressor's own server-side state
+///   ([`GradientCompressor::save_checkpoint`], e.g. cgfedllm's fitted autoencoder).
+///
+/// [`GradientCompressor::save_checkpoint`]: cgfed_core::GradientCompressor::save_checkpoint
+pub fn dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoint")
+}
+
+/// File name of the run's progress record inside the checkpoint.
+pub const PROGRESS_FILE: &str = "progress.json";
+/// File name of the global trainable state inside the checkpoint.
+pub const GLOBAL_FILE: &str = "global_state.safetensors";
+/// Directory of the compressor's own server-side state inside the checkpoint.
+pub const COMPRESSOR_DIR: &str = "compressor";
+
+fn sibling(run_dir: &Path, suffix: &str) -> PathBuf {
+    run_dir.join(format!("checkpoint.{suffix}"))
+}
+
+/// The run's complete checkpoint directory, if it has one: `checkpoint/`, or
+/// `checkpoint.old/` after a crash between the two renames of [`commit`] (it is renamed
+/// back). A half-written `checkpoint.next/` is never used.
+///
+/// # Errors
+/// I/O errors while recovering.
+pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
+    let cur = dir(run_dir);
+    let old = sibling(run_dir, "old");
+    if !cur.join(PROGRESS_FILE).exists() && old.join(PROGRESS_FILE).exists() {
+        if cur.exists() {
+            std::fs::remove_dir_all(&cur).map_err(|e| Error::io(&cur, e))?;
+        }
+        std::fs::rename(&old, &cur).map_err(|e| Error::io(&cur, e))?;
+    }
+    Ok(cur.join(PROGRESS_FILE).exists().then_some(cur))
+}
+
+/// Write a new checkpoint: `write` fills a fresh directory, which then replaces the
+/// current checkpoint atomically (see [`dir`]).
+///
+/// # Errors
+/// `write`'s errors and I/O errors, with the path.
+pub fn commit(run_dir: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    latest(run_dir)?;
+    let (cur, next, old) = (
+        dir(run_dir),
+        sibling(run_dir, "next"),
+        sibling(run_dir, "old"),
+    );
+    for stale in [&next, &old] {
+        if stale.exists() {
+            std::fs::remove_dir_all(stale).map_err(|e| Error::io(stale, e))?;
+        }
+    }
+    std::fs::create_dir_all(&next).map_err(|e| Error::io(&next, e))?;
+    write(&next)?;
+    sync_tree(&next)?;
+    if cur.exists() {
+        std::fs::rename(&cur, &old).map_err(|e| Error::io(&old, e))?;
+    }
+    std::fs::rename(&next, &cur).map_err(|e| Error::io(&cur, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// fsync every file under `dir` (what plugins wrote with plain writes included).
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a resumed run stands: written last into every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Format version (1).
+    pub version: u32,
+    /// Rounds completed, calibration rounds included.
+    pub round: usize,
+    /// Calibration rounds of the run (the compressor asks for none once it is fitted, so
+    /// the number is kept here).
+    pub calibration_rounds: usize,
+    /// Training rounds of the run.
+    pub rounds: usize,
+    /// Held-out loss before the first round.
+    pub initial_eval_loss: f64,
+    /// Multiple-choice accuracy before the first round.
+    pub initial_accuracy: Vec<crate::accuracy::AccuracyReport>,
+    /// The calibration fit's report (empty before the fit or without calibration).
+    pub fit: BTreeMap<String, f64>,
+    /// Wall-clock seconds spent on the run so far.
+    pub wall_s: f64,
+    /// Why this run cannot resume from its checkpoint, when it cannot (e.g. residuals merged
+    /// into the base weights, which the checkpoint does not hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_resumable: Option<String>,
+}
+
+impl Progress {
+    /// Write into the checkpoint directory `dir`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Other(format!("cannot serialise progress: {e}")))?;
+        write_atomic(&dir.join(PROGRESS_FILE), &bytes)
+    }
+
+    /// Read from the checkpoint directory `dir`.
+    ///
+    /// # Errors
+    /// I/O errors; a file that is not a progress record of this version.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(PROGRESS_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let p: Progress = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Other(format!(
+                "{}: not a valid progress record: {e}",
+                path.display()
+            ))
+        })?;
+        if p.version != 1 {
+            return Err(Error::Other(format!(
+                "{}: version {}, expected 1",
+                path.display(),
+                p.version
+            )));
+        }
+        Ok(p)
+    }
+}
+
+/// Write `update` as f32 safetensors (one tensor per layout entry, its name and shape).
+///
+/// # Errors
+/// Tensor or I/O errors.
+pub fn save_update(path: &Path, update: &cgfed_core::Update) -> Result<()> {
+    let parts = update.to_parts()?;
+    let bytes: Vec<Vec<u8>> = parts.iter().map(|p| le_bytes(p)).collect();
+    let views = update
+        .layout()
+        .specs()
+        .iter()
+        .zip(&bytes)
+        .map(|(spec, b)| {
+            TensorView::new(Dtype::F32, spec.shape.clone(), b)
+                .map(|v| (spec.name.clone(), v))
+                .map_err(|e| Error::Other(format!("checkpoint tensor {}: {e}", spec.name)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, None)
+        .map_err(|e| Error::Other(format!("cannot serialise {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Read an update written by [`save_update`]; it must have exactly `layout`.
+///
+/// # Errors
+/// I/O errors; missing, extra or mis-shaped tensors.
+pub fn load_update(
+    path: &Path,
+    layout: &cgfed_core::Layout,
+    device: &cgfed_core::candle_core::Device,
+) -> Result<cgfed_core::Update> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |m: String| Error::Other(format!("{}: {m}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    if st.len() != layout.len() {
+        return Err(bad(format!(
+            "{} tensors, the run's layout has {}",
+            st.len(),
+            layout.len()
+        )));
+    }
+    let parts = layout
+        .specs()
+        .iter()
+        .map(|spec| {
+            let view = st
+                .tensor(&spec.name)
+                .map_err(|_| bad(format!("no tensor `{}`", spec.name)))?;
+            if view.dtype() != Dtype::F32 || view.shape() != spec.shape.as_slice() {
+                return Err(bad(format!(
+                    "tensor `{}` is {:?} {:?}, expected F32 {:?}",
+                    spec.name,
+                    view.dtype(),
+                    view.shape(),
+                    spec.shape
+                )));
+            }
+            Ok(from_le_bytes(view.data()))
+        })
+        .collect::<Result<Vec<Vec<f32>>>>()?;
+    cgfed_core::Update::from_parts(layout, parts, device)
 }

@@ -46,8 +46,10 @@
 //!
 //! [eval]
 //! every = 1                 # held-out loss every this many rounds (and after the last)
-//! accuracy = ["cloze"]      # multiple-choice accuracy before the first and after the last
-//!                           # round, for dataset evaluation sets: cloze, letter (or [])
+//! accuracy = ["cloze"]      # multiple-choice accuracy before the first round, every
+//!                           # `accuracy_every` rounds and after the last, for dataset
+//!                           # evaluation sets: cloze, letter (or [])
+//! # accuracy_every = 2      # default: `every`
 //! # accuracy_items = 200    # score only the first N evaluation items (default: all)
 //! ```
 
@@ -98,10 +100,14 @@ pub struct EvalSection {
     /// Evaluate every this many rounds (and always after the last). Default 1.
     #[serde(default = "one")]
     pub every: usize,
-    /// Multiple-choice scorings computed before the first and after the last round (when
-    /// the evaluation set has multiple-choice items). Default `["cloze"]`.
+    /// Multiple-choice scorings computed before the first round, every
+    /// [`accuracy_every`](Self::accuracy_every) rounds and after the last (when the
+    /// evaluation set has multiple-choice items). Default `["cloze"]`.
     #[serde(default = "default_accuracy")]
     pub accuracy: Vec<cgfed_data::prompts::PromptFormat>,
+    /// Score accuracy every this many rounds (and after the last). Default: `every`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_every: Option<usize>,
     /// Score only the first this many evaluation items. Default: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy_items: Option<usize>,
@@ -120,6 +126,7 @@ impl Default for EvalSection {
         Self {
             every: 1,
             accuracy: default_accuracy(),
+            accuracy_every: None,
             accuracy_items: None,
         }
     }
@@ -191,8 +198,22 @@ pub struct ExperimentConfig {
 impl ExperimentConfig {
     /// Parse a TOML document (no file context; see [`load_config`]).
     pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Self> {
-        let mut table: toml::Table =
+        let table: toml::Table =
             toml::from_str(text).map_err(|e| Error::config("", format!("invalid TOML: {e}")))?;
+        Self::from_table(table, overrides)
+    }
+
+    /// Build from a parsed TOML table, `--set` overrides applied first.
+    pub fn from_table(mut table: toml::Table, overrides: &[String]) -> Result<Self> {
+        for key in ["variant", "report"] {
+            if table.contains_key(key) {
+                return Err(Error::config(
+                    key,
+                    "`[[variant]]` and `[report]` tables make this file a comparison: run it \
+                     with `cgfed compare FILE`",
+                ));
+            }
+        }
         for o in overrides {
             apply_override(&mut table, o)?;
         }
@@ -236,6 +257,11 @@ impl ExperimentConfig {
         }
         self.privacy_config()?;
         ensure(self.eval.every >= 1, "eval.every", "must be at least 1")?;
+        ensure(
+            self.eval.accuracy_every != Some(0),
+            "eval.accuracy_every",
+            "must be at least 1; leave it out to score with every evaluation",
+        )?;
         ensure(
             self.eval.accuracy_items != Some(0),
             "eval.accuracy_items",
@@ -380,4 +406,60 @@ fn parse_value(raw: &str) -> toml::Value {
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// The keys whose values differ between two TOML documents, as `key: a → b` lines (at most
+/// five, then a count); empty when they are equal.
+pub fn diff_keys(a: &str, b: &str) -> Vec<String> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            v => {
+                out.insert(prefix.to_string(), v.to_string());
+            }
+        }
+    }
+    let parse = |s: &str| {
+        let mut out = std::collections::BTreeMap::new();
+        match toml::from_str::<toml::Table>(s) {
+            Ok(t) => flatten("", &toml::Value::Table(t), &mut out),
+            Err(e) => {
+                out.insert("(file)".into(), format!("unreadable: {e}"));
+            }
+        }
+        out
+    };
+    let (a, b) = (parse(a), parse(b));
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let none = "(unset)".to_string();
+    let diffs: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            format!(
+                "{k}: {} in the run, {} now",
+                a.get(k).unwrap_or(&none),
+                b.get(k).unwrap_or(&none)
+            )
+        })
+        .collect();
+    let n = diffs.len();
+    let mut out: Vec<String> = diffs.into_iter().take(5).collect();
+    if n > 5 {
+        out.push(format!("and {} more", n - 5));
+    }
+    out
 }

@@ -48,6 +48,8 @@ pub struct RunInfo {
     pub calibration_rounds: usize,
     /// Training rounds (`federation.rounds`).
     pub rounds: usize,
+    /// Rounds already completed by the run this one resumes (0 for a fresh run).
+    pub resumed_from: usize,
     /// Trainer description.
     pub trainer: String,
     /// Compressor description (wrappers included).
@@ -72,6 +74,82 @@ pub trait Observer {
     fn on_start(&mut self, _info: &RunInfo) {}
     /// Called after every round with its metrics line.
     fn on_round(&mut self, _metrics: &RoundMetrics) {}
+    /// Asked after every round but the last, once its checkpoint is written: `false` stops
+    /// the run there with [`Error::Interrupted`] (it can resume). Default: `true`.
+    fn keep_going(&mut self) -> bool {
+        true
+    }
+}
+
+/// Where a run directory stands ([`run_status`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    /// No run there yet (or none with a checkpoint).
+    New,
+    /// A run stopped after `round` of its `total` rounds (calibration included); resuming
+    /// continues from round `from` (0 when it stopped before its calibration fit, whose
+    /// observations the checkpoint does not hold, so it starts over).
+    Interrupted {
+        /// Rounds completed.
+        round: usize,
+        /// Rounds of the whole run.
+        total: usize,
+        /// The round a resumed run continues from.
+        from: usize,
+    },
+    /// A finished run, with its summary.
+    Finished(Box<RunSummary>),
+}
+
+/// Where the run directory of `cfg` stands: new, interrupted (and from where it would
+/// resume) or finished.
+///
+/// # Errors
+/// A run directory written by a different config: the error names the first keys that
+/// differ. Damaged `summary.json` or checkpoint files.
+pub fn run_status(cfg: &ExperimentConfig) -> Result<RunStatus> {
+    let run_dir = cfg.run_dir();
+    let saved = run_dir.join("config.toml");
+    if !saved.exists() {
+        return Ok(RunStatus::New);
+    }
+    let text = std::fs::read_to_string(&saved).map_err(|e| Error::io(&saved, e))?;
+    let diff = crate::config::diff_keys(&text, &cfg.to_toml_string()?);
+    if !diff.is_empty() {
+        return Err(Error::Other(format!(
+            "{} holds a run of a different config ({}); use the same config, start afresh \
+             with `cgfed run` (replaces it), or pick another experiment.name",
+            run_dir.display(),
+            diff.join("; ")
+        )));
+    }
+    let summary = run_dir.join("summary.json");
+    if summary.exists() {
+        let bytes = std::fs::read(&summary).map_err(|e| Error::io(&summary, e))?;
+        let s: RunSummary = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Other(format!("{}: {e}", summary.display())))?;
+        return Ok(RunStatus::Finished(Box::new(s)));
+    }
+    let Some(dir) = checkpoint::latest(&run_dir)? else {
+        return Ok(RunStatus::New);
+    };
+    let p = checkpoint::Progress::load(&dir)?;
+    let from = if p.round < p.calibration_rounds {
+        0
+    } else {
+        p.round
+    };
+    Ok(RunStatus::Interrupted {
+        round: p.round,
+        total: p.calibration_rounds + p.rounds,
+        from,
+    })
+}
+
+/// What [`Experiment::restore`] read back.
+struct Resume {
+    progress: checkpoint::Progress,
+    history: Vec<RoundMetrics>,
 }
 
 /// An observer that ignores everything.
@@ -97,6 +175,8 @@ pub struct Experiment {
     layout: Arc<Layout>,
     device: Device,
     tokenizer: Arc<dyn TextTokenizer>,
+    /// The evaluation before the first round, when the caller already has it.
+    initial: Option<(f64, Vec<AccuracyReport>)>,
 }
 
 impl std::fmt::Debug for Experiment {
@@ -174,7 +254,16 @@ impl Experiment {
             layout,
             device,
             tokenizer,
+            initial: None,
         })
+    }
+
+    /// Use `loss` and `accuracy` as the evaluation before the first round instead of
+    /// computing them. A comparison passes what its first variant measured to the others:
+    /// the same seed, `[model]`, `[lora]`, `[data]` and `[eval]` give the same initial model
+    /// and evaluation set, so the numbers are the same and the evaluation runs once.
+    pub fn set_initial_evaluation(&mut self, loss: f64, accuracy: Vec<AccuracyReport>) {
+        self.initial = Some((loss, accuracy));
     }
 
     /// Held-out loss and multiple-choice accuracy (every `[eval] accuracy` scoring, on the
@@ -273,10 +362,110 @@ impl Experiment {
         }
     }
 
-    /// Run every round, writing `config.toml`, `partition.json`, `metrics.jsonl`,
-    /// `summary.json` and the final adapter (`adapter/`, PEFT layout, when the trainer has
-    /// one) into the run directory.
+    /// Run every round from the start, writing `config.toml`, `partition.json`,
+    /// `metrics.jsonl`, a [`checkpoint`] after every round, `summary.json` and the final
+    /// adapter (`adapter/`, PEFT layout, when the trainer has one) into the run directory.
+    /// What an earlier run left there is replaced.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        self.drive(observer, None)
+    }
+
+    /// Continue the run in the run directory from its last checkpoint, with results
+    /// identical to an uninterrupted run (timings aside): the global state, every client's
+    /// compressor state, the aggregator's and the compressor's own state are restored and
+    /// `metrics.jsonl` is cut back to the checkpointed rounds. A finished run returns its
+    /// summary without running; a directory without a checkpoint (or one interrupted
+    /// before its calibration fit) runs from the start.
+    ///
+    /// # Errors
+    /// A run directory written by a different config (the error names the keys), a run
+    /// that cannot resume (e.g. residuals merged into the base weights), a damaged
+    /// checkpoint, and everything [`run`](Self::run) can fail with.
+    pub fn resume(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        match run_status(&self.cfg)? {
+            RunStatus::Finished(summary) => Ok(*summary),
+            RunStatus::Interrupted { from: 0, .. } | RunStatus::New => self.drive(observer, None),
+            RunStatus::Interrupted { .. } => {
+                let resume = self.restore()?;
+                self.drive(observer, Some(resume))
+            }
+        }
+    }
+
+    /// Restore the state of the last checkpoint (see [`resume`](Self::resume)).
+    fn restore(&mut self) -> Result<Resume> {
+        let run_dir = self.cfg.run_dir();
+        let dir = checkpoint::latest(&run_dir)?.ok_or_else(|| {
+            Error::Other(format!(
+                "{}: no checkpoint to resume from",
+                run_dir.display()
+            ))
+        })?;
+        let progress = checkpoint::Progress::load(&dir)?;
+        if let Some(why) = &progress.not_resumable {
+            return Err(Error::Other(format!(
+                "{} cannot resume: {why}; run it again from the start with `cgfed run`",
+                run_dir.display()
+            )));
+        }
+        let global = checkpoint::load_update(
+            &dir.join(checkpoint::GLOBAL_FILE),
+            &self.layout,
+            &self.device,
+        )?;
+        self.trainer.load_global_state(&global)?;
+        let states = dir.join(checkpoint::FILE);
+        if states.exists() {
+            let ck = StateCheckpoint::load(&states)?;
+            if ck.clients.len() != self.states.len() {
+                return Err(Error::Other(format!(
+                    "{}: {} clients, the config has {}",
+                    states.display(),
+                    ck.clients.len(),
+                    self.states.len()
+                )));
+            }
+            self.states = ck.clients;
+            if let Some(d) = &mut self.downlink {
+                d.state = ck.server;
+                d.last_sync = ck.last_sync;
+                d.broadcast = ck.broadcast;
+            }
+        }
+        let agg = dir.join(checkpoint::AGGREGATOR_FILE);
+        if agg.exists() {
+            let bytes = std::fs::read(&agg).map_err(|e| Error::io(&agg, e))?;
+            self.aggregator.load_state(&bytes)?;
+        }
+        let own = dir.join(checkpoint::COMPRESSOR_DIR);
+        if own.exists() {
+            self.compressor.load_checkpoint(&own)?;
+        }
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let text =
+            std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+        let history = text
+            .lines()
+            .take(progress.round)
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str::<RoundMetrics>(l)
+                    .map_err(|e| Error::Other(format!("{}:{}: {e}", metrics_path.display(), i + 1)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if history.len() != progress.round {
+            return Err(Error::Other(format!(
+                "{}: {} rounds, the checkpoint has {}",
+                metrics_path.display(),
+                history.len(),
+                progress.round
+            )));
+        }
+        Ok(Resume { progress, history })
+    }
+
+    /// The round loop, from the start or from a restored checkpoint.
+    fn drive(&mut self, observer: &mut dyn Observer, resume: Option<Resume>) -> Result<RunSummary> {
         let started = Instant::now();
         let run_dir = self.cfg.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
@@ -289,29 +478,88 @@ impl Experiment {
             &json_bytes(&self.data.summary)?,
         )?;
         let metrics_path = run_dir.join("metrics.jsonl");
-        let mut out =
-            BufWriter::new(File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?);
+        let mut lines = String::new();
+        for m in resume.iter().flat_map(|r| &r.history) {
+            lines.push_str(&serde_json::to_string(m).map_err(|e| Error::Other(e.to_string()))?);
+            lines.push('\n');
+        }
+        if resume.is_none() {
+            // A fresh run replaces whatever an earlier one left.
+            for stale in [
+                "summary.json",
+                "checkpoint",
+                "checkpoint.old",
+                "checkpoint.next",
+            ] {
+                let p = run_dir.join(stale);
+                let gone = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
+                if let Err(e) = gone {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(Error::io(&p, e));
+                    }
+                }
+            }
+        }
+        // The checkpointed rounds only: a crash after a metrics line and before its
+        // checkpoint leaves a line that the resumed run writes again.
+        checkpoint::write_atomic(&metrics_path, lines.as_bytes())?;
+        let mut out = BufWriter::new(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&metrics_path)
+                .map_err(|e| Error::io(&metrics_path, e))?,
+        );
 
-        let initial = self.trainer.evaluate(&self.data.eval)?;
-        let initial_accuracy = self.accuracy()?;
-        let calibration_rounds = self.compressor.calibration_rounds();
+        let (mut progress, mut history) = match resume {
+            Some(r) => (r.progress, r.history),
+            None => {
+                let (loss, accuracy) = match self.initial.take() {
+                    Some(known) => known,
+                    None => (
+                        self.trainer.evaluate(&self.data.eval)?.loss,
+                        self.accuracy()?,
+                    ),
+                };
+                let progress = checkpoint::Progress {
+                    version: 1,
+                    round: 0,
+                    calibration_rounds: self.compressor.calibration_rounds(),
+                    rounds: self.cfg.federation.rounds,
+                    initial_eval_loss: loss,
+                    initial_accuracy: accuracy,
+                    fit: Default::default(),
+                    wall_s: 0.0,
+                    not_resumable: None,
+                };
+                (progress, Vec::new())
+            }
+        };
+        let prior_wall = progress.wall_s;
+        let calibration_rounds = progress.calibration_rounds;
         let rounds = self.cfg.federation.rounds;
+        let total = calibration_rounds + rounds;
         observer.on_start(&RunInfo {
             name: self.cfg.experiment.name.clone(),
             calibration_rounds,
             rounds,
+            resumed_from: progress.round,
             trainer: self.trainer.describe(),
             compressor: self.compressor.describe(),
             downlink: self.downlink.as_ref().map(Downlink::describe),
             aggregator: self.aggregator.describe(),
             partition: self.data.summary.to_string(),
-            initial_eval_loss: initial.loss,
-            initial_accuracy: initial_accuracy.clone(),
+            initial_eval_loss: progress.initial_eval_loss,
+            initial_accuracy: progress.initial_accuracy.clone(),
             run_dir: run_dir.clone(),
         });
         tracing::info!(
             trainer = %self.trainer.describe(),
-            initial_eval_loss = initial.loss,
+            initial_eval_loss = progress.initial_eval_loss,
+            resumed_from = progress.round,
             "run {} starting",
             self.cfg.experiment.name
         );
@@ -319,13 +567,11 @@ impl Experiment {
         // Bytes every client downloads once before it can compress (e.g. encoder weights).
         let artifact_bytes =
             self.compressor.client_artifacts()?.len() * self.cfg.federation.clients;
-        let mut cum_up = 0usize;
-        let mut cum_down = 0usize;
-        let mut history: Vec<RoundMetrics> = Vec::new();
-        let mut last_eval = initial.loss;
+        let mut cum_up = history.last().map_or(0, |m| m.cum_uplink_bytes);
+        let mut cum_down = history.last().map_or(0, |m| m.cum_downlink_bytes);
+        let acc_every = self.cfg.eval.accuracy_every.unwrap_or(self.cfg.eval.every);
         let mut final_accuracy = Vec::new();
-        let mut fit = std::collections::BTreeMap::new();
-        for r in 0..calibration_rounds + rounds {
+        for r in progress.round..total {
             let phase = if r < calibration_rounds {
                 Phase::Calibration
             } else {
@@ -337,24 +583,25 @@ impl Experiment {
             }
             if phase == Phase::Calibration && r + 1 == calibration_rounds {
                 let report = self.compressor.fit()?;
-                fit = report.metrics.clone();
+                progress.fit = report.metrics.clone();
                 m.extra.extend(report.metrics);
                 m.downlink_bytes += report.broadcast_bytes * self.cfg.federation.clients;
             }
-            let last = r + 1 == calibration_rounds + rounds;
+            let last = r + 1 == total;
+            let t = Instant::now();
             if (r + 1) % self.cfg.eval.every == 0 || last {
-                let t = Instant::now();
                 let e = self.trainer.evaluate(&self.data.eval)?;
-                m.time_eval_ms = ms(t);
                 m.eval_loss = Some(e.loss);
                 m.perplexity = Some(e.perplexity());
-                last_eval = e.loss;
-                if last {
-                    final_accuracy = self.accuracy()?;
-                    m.accuracy = flat_accuracy(&final_accuracy);
-                }
-                m.time_eval_ms = ms(t);
             }
+            if (r + 1) % acc_every == 0 || last {
+                let reports = self.accuracy()?;
+                m.accuracy = flat_accuracy(&reports);
+                if last {
+                    final_accuracy = reports;
+                }
+            }
+            m.time_eval_ms = ms(t);
             if let Some(p) = &self.privacy {
                 m.epsilon = Some(p.report(r + 1)?.epsilon).filter(|e| e.is_finite());
             }
@@ -370,12 +617,30 @@ impl Experiment {
                 uplink_bytes = m.uplink_bytes,
                 "round done"
             );
-            self.save_states(&run_dir, r + 1)?;
+            progress.round = r + 1;
+            progress.wall_s = prior_wall + started.elapsed().as_secs_f64();
+            if self.residuals.dense_bytes > 0 {
+                progress.not_resumable = Some(
+                    "its aggregator merged residuals into the base weights, which the \
+                     checkpoint does not hold"
+                        .into(),
+                );
+            }
+            self.save_checkpoint(&run_dir, &progress)?;
             observer.on_round(&m);
             history.push(m);
+            if !last && !observer.keep_going() {
+                return Err(Error::Interrupted { round: r + 1 });
+            }
         }
 
-        let evals: Vec<f64> = std::iter::once(initial.loss)
+        let initial_loss = progress.initial_eval_loss;
+        let last_eval = history
+            .iter()
+            .rev()
+            .find_map(|m| m.eval_loss)
+            .unwrap_or(initial_loss);
+        let evals: Vec<f64> = std::iter::once(initial_loss)
             .chain(history.iter().filter_map(|m| m.eval_loss))
             .collect();
         let total_dense: usize = history.iter().map(|m| m.dense_bytes).sum();
@@ -384,6 +649,7 @@ impl Experiment {
             .trainer
             .save_adapter(&adapter)?
             .then(|| adapter.display().to_string());
+        let initial_accuracy = progress.initial_accuracy.clone();
         let summary = RunSummary {
             name: self.cfg.experiment.name.clone(),
             seed: self.cfg.experiment.seed,
@@ -393,7 +659,7 @@ impl Experiment {
             downlink_compressor: self.downlink.as_ref().map(Downlink::describe),
             aggregator: self.aggregator.describe(),
             update_numel: self.layout.numel(),
-            initial_eval_loss: initial.loss,
+            initial_eval_loss: initial_loss,
             final_eval_loss: last_eval,
             best_eval_loss: evals.iter().copied().fold(f64::INFINITY, f64::min),
             final_perplexity: last_eval.exp(),
@@ -415,8 +681,8 @@ impl Experiment {
                 .as_ref()
                 .map(|p| p.report(history.len()))
                 .transpose()?,
-            calibration: self.calibration_summary(calibration_rounds, &history, fit),
-            wall_s: started.elapsed().as_secs_f64(),
+            calibration: self.calibration_summary(calibration_rounds, &history, progress.fit),
+            wall_s: prior_wall + started.elapsed().as_secs_f64(),
             adapter_dir,
             initial_accuracy: flat_accuracy(&initial_accuracy),
             final_accuracy: flat_accuracy(&final_accuracy),
@@ -477,6 +743,7 @@ impl Experiment {
             name: self.cfg.experiment.name.clone(),
             calibration_rounds: rounds,
             rounds: 0,
+            resumed_from: 0,
             trainer: self.trainer.describe(),
             compressor: self.compressor.describe(),
             downlink: None,
@@ -517,18 +784,29 @@ impl Experiment {
         Ok(summary)
     }
 
-    /// Write the aggregator's state (when it has one) and the compressor-state checkpoint
-    /// (when any state exists) after `round` rounds.
-    fn save_states(&self, run_dir: &std::path::Path, round: usize) -> Result<()> {
-        let agg = self.aggregator.save_state()?;
-        if !agg.is_empty() {
-            checkpoint::write_atomic(&checkpoint::aggregator_path(run_dir), &agg)?;
-        }
-        if self.states.iter().all(ClientState::is_empty) && self.downlink.is_none() {
-            return Ok(());
-        }
-        self.state_checkpoint(round)
-            .save(&checkpoint::path(run_dir))
+    /// Write the checkpoint after `progress.round` rounds (see [`checkpoint::dir`]).
+    fn save_checkpoint(
+        &self,
+        run_dir: &std::path::Path,
+        progress: &checkpoint::Progress,
+    ) -> Result<()> {
+        checkpoint::commit(run_dir, |dir| {
+            checkpoint::save_update(
+                &dir.join(checkpoint::GLOBAL_FILE),
+                &self.trainer.global_state()?,
+            )?;
+            let agg = self.aggregator.save_state()?;
+            if !agg.is_empty() {
+                checkpoint::write_atomic(&dir.join(checkpoint::AGGREGATOR_FILE), &agg)?;
+            }
+            if !self.states.iter().all(ClientState::is_empty) || self.downlink.is_some() {
+                self.state_checkpoint(progress.round)
+                    .save(&dir.join(checkpoint::FILE))?;
+            }
+            self.compressor
+                .save_checkpoint(&dir.join(checkpoint::COMPRESSOR_DIR))?;
+            progress.save(dir)
+        })
     }
 
     /// One round: downlink, local training (with the configured faults), compression,

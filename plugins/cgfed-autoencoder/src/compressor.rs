@@ -107,23 +107,30 @@ impl CgFedLlm {
         };
         if let Some(dir) = out.cfg.load.clone() {
             let in_file = |e: Error| Error::config(format!("{key}.load"), e.to_string());
-            let (meta, weights) = artifact::load(&dir, &Device::Cpu).map_err(in_file)?;
-            out.arch = Arch::resolve(&out.cfg, meta.arch, true, &key)?;
-            let mut codec = Codec {
-                arch: out.arch,
-                dtype: out.cfg.latent_dtype,
-                bits: out.arch.latent_bits,
-                net: placeholder_net(out.arch, meta.position_rows)?,
-                positions: meta.position_rows,
-                device: Device::Cpu,
-            };
-            codec.net.load(&weights).map_err(in_file)?;
-            out.codec = Some(codec);
-            out.loaded_split = Some(meta.split);
-            out.fit = meta.fit;
+            let split = out.load_codec(&dir, &key).map_err(in_file)?;
+            out.loaded_split = Some(split);
         }
         out.arch.validate(&key)?;
         Ok(out)
+    }
+
+    /// Load a saved autoencoder (`ae.safetensors` + `ae.toml` in `dir`) onto the CPU;
+    /// returns the D1 share it was calibrated with.
+    fn load_codec(&mut self, dir: &std::path::Path, key: &str) -> Result<f64> {
+        let (meta, weights) = artifact::load(dir, &Device::Cpu)?;
+        self.arch = Arch::resolve(&self.cfg, meta.arch, true, key)?;
+        let mut codec = Codec {
+            arch: self.arch,
+            dtype: self.cfg.latent_dtype,
+            bits: self.arch.latent_bits,
+            net: placeholder_net(self.arch, meta.position_rows)?,
+            positions: meta.position_rows,
+            device: Device::Cpu,
+        };
+        codec.net.load(&weights)?;
+        self.codec = Some(codec);
+        self.fit = meta.fit;
+        Ok(meta.split)
     }
 
     fn codec(&self) -> Result<&Codec> {
@@ -398,6 +405,22 @@ impl GradientCompressor for CgFedLlm {
             fit: self.fit.clone(),
         };
         artifact::save(dir, &self.weights()?, &meta)
+    }
+
+    fn save_checkpoint(&self, dir: &std::path::Path) -> Result<()> {
+        // Before `fit` there is nothing server-side worth keeping: a run interrupted during
+        // calibration starts over.
+        if self.codec.is_some() {
+            self.save_fitted(dir)?;
+        }
+        Ok(())
+    }
+
+    fn load_checkpoint(&mut self, dir: &std::path::Path) -> Result<()> {
+        if dir.join(artifact::WEIGHTS).exists() {
+            self.load_codec(dir, "compressor")?;
+        }
+        Ok(())
     }
 
     fn after_round(

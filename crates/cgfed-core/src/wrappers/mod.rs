@@ -63,6 +63,14 @@ macro_rules! forward_hooks {
         fn client_artifacts(&self) -> $crate::error::Result<Vec<u8>> {
             self.$inner.client_artifacts()
         }
+
+        fn save_checkpoint(&self, dir: &std::path::Path) -> $crate::error::Result<()> {
+            self.$inner.save_checkpoint(dir)
+        }
+
+        fn load_checkpoint(&mut self, dir: &std::path::Path) -> $crate::error::Result<()> {
+            self.$inner.load_checkpoint(dir)
+        }
     };
 }
 pub(crate) use forward_hooks;
