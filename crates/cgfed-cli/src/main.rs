@@ -312,7 +312,6 @@ fn compare(
     let files = cgfed_runner::report::write(&report, &records, &cmp.dir)?;
     println!();
     print!("{}", cgfed_runner::report::terminal_table(&report));
-    println!("{}", report.target_rule);
     for f in files {
         println!("wrote {}", f.display());
     }
@@ -373,7 +372,6 @@ fn report(
     let report = cgfed_runner::report::build(&records, &opts)?;
     let files = cgfed_runner::report::write(&report, &records, &out)?;
     print!("{}", cgfed_runner::report::terminal_table(&report));
-    println!("{}", report.target_rule);
     for f in files {
         println!("wrote {}", f.display());
     }

@@ -9,6 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub struct Progress {
     bar: Option<ProgressBar>,
     show_bar: bool,
+    /// Skip the data summary in the header (later variants of a comparison share it).
+    brief: bool,
 }
 
 impl Progress {
@@ -17,6 +19,7 @@ impl Progress {
         Self {
             bar: None,
             show_bar,
+            brief: false,
         }
     }
 
@@ -176,10 +179,14 @@ impl Observer for Progress {
             "  compressor: {}   aggregator: {}",
             info.compressor, info.aggregator
         );
-        println!(
-            "  data:       {}",
-            info.partition.trim_end().replace('\n', "\n              ")
-        );
+        if self.brief {
+            println!("  data:       as above");
+        } else {
+            println!(
+                "  data:       {}",
+                info.partition.trim_end().replace('\n', "\n              ")
+            );
+        }
         println!("  initial eval loss {:.4}", info.initial_eval_loss);
         if info.resumed_from > 0 {
             println!(
@@ -297,6 +304,7 @@ impl cgfed_runner::CompareObserver for CompareProgress {
 
     fn on_variant_done(&mut self, _name: &str, summary: &RunSummary) {
         self.run.finish(summary);
+        self.run.brief = true;
     }
 }
 

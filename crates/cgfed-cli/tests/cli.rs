@@ -284,3 +284,100 @@ fn run_resume_finishes_a_run_and_leaves_a_finished_one_alone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("federation.rounds"), "{err}");
 }
+
+/// `metrics.jsonl` of a run directory without timings.
+fn untimed_metrics(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, _| !k.starts_with("time_") && !k.ends_with("_seconds"));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v = serde_json::from_str(l).unwrap();
+            strip(&mut v);
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_metrics_as_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |name: &str| -> Vec<String> {
+        [
+            "run",
+            "configs/tiny.toml",
+            "--no-progress",
+            "--set",
+            "federation.rounds=16",
+            "--set",
+            "data.max_train_examples=128",
+            "--set",
+            "compressor={ name = \"topk\", ratio = 0.1, error_feedback = true }",
+            "--set",
+            &format!("experiment.output_dir=\"{}\"", dir.path().display()),
+            "--set",
+            &format!("experiment.name=\"{name}\""),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let whole = args("whole");
+    assert!(cgfed(&refs(&whole)).status.success());
+
+    // Kill the same run (SIGKILL, no chance to clean up) once it has checkpointed round 2.
+    let cut = args("cut");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cgfed"))
+        .args(&cut)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = dir.path().join("cut");
+    let progress = run.join("checkpoint").join("progress.json");
+    let started = std::time::Instant::now();
+    loop {
+        let round = std::fs::read(&progress)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["round"].as_u64())
+            .unwrap_or(0);
+        if round >= 2 {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint appeared");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !run.join("summary.json").exists(),
+        "the run finished before it was killed"
+    );
+
+    let mut resume = cut.clone();
+    resume.insert(2, "--resume".into());
+    let out = cgfed(&refs(&resume));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("resuming from round"), "{stdout}");
+    assert_eq!(
+        untimed_metrics(&run),
+        untimed_metrics(&dir.path().join("whole"))
+    );
+}

@@ -105,7 +105,8 @@ pub struct EvalSection {
     /// evaluation set has multiple-choice items). Default `["cloze"]`.
     #[serde(default = "default_accuracy")]
     pub accuracy: Vec<cgfed_data::prompts::PromptFormat>,
-    /// Score accuracy every this many rounds (and after the last). Default: `every`.
+    /// Score accuracy every this many training rounds (calibration rounds do not count)
+    /// and after the last. Default: `every`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy_every: Option<usize>,
     /// Score only the first this many evaluation items. Default: all.

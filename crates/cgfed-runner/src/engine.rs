@@ -594,7 +594,10 @@ impl Experiment {
                 m.eval_loss = Some(e.loss);
                 m.perplexity = Some(e.perplexity());
             }
-            if (r + 1) % acc_every == 0 || last {
+            // Accuracy counts training rounds, so that variants with and without
+            // calibration rounds are scored after the same training.
+            let trained = (r + 1).saturating_sub(calibration_rounds);
+            if (phase == Phase::Train && trained % acc_every == 0) || last {
                 let reports = self.accuracy()?;
                 m.accuracy = flat_accuracy(&reports);
                 if last {

@@ -215,10 +215,13 @@ impl ReportRow {
         self.rounds + self.calibration_rounds
     }
 
-    /// Wall-clock seconds per round (`wall_s` over all rounds; `None` without rounds).
+    /// Seconds per round: the mean per-round time split summed (train, encode, decode,
+    /// aggregate, eval; `None` without rounds). Set-up and the initial evaluation, which a
+    /// comparison shares between variants, are not in it.
     pub fn seconds_per_round(&self) -> Option<f64> {
-        let n = self.total_rounds();
-        (n > 0).then(|| self.wall_s / n as f64)
+        let t = &self.time_ms;
+        (self.total_rounds() > 0)
+            .then(|| (t.train + t.encode + t.decode + t.aggregate + t.eval) / 1e3)
     }
 }
 

@@ -17,7 +17,7 @@ pub(super) const COLUMN_NOTES: [(&str, &str); 16] = [
     ("cosine", "mean over rounds of the mean cosine similarity between true and decoded updates"),
     ("rounds→target", "the first round (numbered as in metrics.jsonl, calibration included) whose eval loss reached the target; — if none did"),
     ("uplink→target", "cumulative uplink bytes at that round: the communication cost of reaching the target"),
-    ("s/round", "wall-clock seconds of the run over its rounds (initial evaluation included)"),
+    ("s/round", "mean seconds per round: train + encode + decode + aggregate + eval"),
     ("train / encode / decode ms", "mean per round of local training and compression (summed over clients) and server decoding"),
     ("aggregate / eval ms", "mean per round of aggregation with the global update, and of evaluation"),
     ("wall s", "wall-clock time of the whole run"),
