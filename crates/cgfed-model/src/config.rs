@@ -125,7 +125,7 @@ impl LlamaSpec {
             ensure(v > 0, key, "must be at least 1")?;
         }
         ensure(
-            self.hidden_size % self.num_heads == 0,
+            self.hidden_size.is_multiple_of(self.num_heads),
             "model.num_heads",
             format!(
                 "{} does not divide model.hidden_size = {}",
@@ -133,7 +133,7 @@ impl LlamaSpec {
             ),
         )?;
         ensure(
-            self.head_dim() % 2 == 0,
+            self.head_dim().is_multiple_of(2),
             "model.num_heads",
             format!(
                 "head dimension hidden_size / num_heads = {} must be even for RoPE",
@@ -141,7 +141,7 @@ impl LlamaSpec {
             ),
         )?;
         ensure(
-            self.num_heads % self.num_kv_heads == 0,
+            self.num_heads.is_multiple_of(self.num_kv_heads),
             "model.num_kv_heads",
             format!(
                 "{} does not divide model.num_heads = {} (grouped-query attention shares each \

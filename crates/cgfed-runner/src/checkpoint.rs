@@ -421,3 +421,42 @@ pub fn load_update(
         .collect::<Result<Vec<Vec<f32>>>>()?;
     cgfed_core::Update::from_parts(layout, parts, device)
 }
+
+/// An exclusive lock on a run directory, held while a run writes into it (released when
+/// dropped, or by the OS when the process dies, so a killed run never leaves it stale).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Lock `run_dir` (its `.lock` file) for this process.
+///
+/// # Errors
+/// Another process holds it (the error names the directory and that process's id), or
+/// I/O errors.
+pub fn lock(run_dir: &Path) -> Result<RunLock> {
+    let path = run_dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            return Err(Error::Other(format!(
+                "{} is in use by another cgfed process (pid {}); wait for it or stop it",
+                run_dir.display(),
+                holder.trim()
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+    }
+    file.set_len(0)
+        .and_then(|_| file.write_all(std::process::id().to_string().as_bytes()))
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(RunLock { _file: file })
+}

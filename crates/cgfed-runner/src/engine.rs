@@ -177,6 +177,8 @@ pub struct Experiment {
     tokenizer: Arc<dyn TextTokenizer>,
     /// The evaluation before the first round, when the caller already has it.
     initial: Option<(f64, Vec<AccuracyReport>)>,
+    /// Held while this experiment writes into its run directory.
+    lock: Option<checkpoint::RunLock>,
 }
 
 impl std::fmt::Debug for Experiment {
@@ -255,6 +257,7 @@ impl Experiment {
             device,
             tokenizer,
             initial: None,
+            lock: None,
         })
     }
 
@@ -382,6 +385,9 @@ impl Experiment {
     /// that cannot resume (e.g. residuals merged into the base weights), a damaged
     /// checkpoint, and everything [`run`](Self::run) can fail with.
     pub fn resume(&mut self, observer: &mut dyn Observer) -> Result<RunSummary> {
+        if self.cfg.run_dir().exists() {
+            self.lock_run_dir()?;
+        }
         match run_status(&self.cfg)? {
             RunStatus::Finished(summary) => Ok(*summary),
             RunStatus::Interrupted { from: 0, .. } | RunStatus::New => self.drive(observer, None),
@@ -390,6 +396,17 @@ impl Experiment {
                 self.drive(observer, Some(resume))
             }
         }
+    }
+
+    /// Lock the run directory for this process (once; see [`checkpoint::lock`]): two
+    /// processes writing one run directory would overwrite each other's checkpoints.
+    fn lock_run_dir(&mut self) -> Result<()> {
+        if self.lock.is_none() {
+            let dir = self.cfg.run_dir();
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+            self.lock = Some(checkpoint::lock(&dir)?);
+        }
+        Ok(())
     }
 
     /// Restore the state of the last checkpoint (see [`resume`](Self::resume)).
@@ -469,6 +486,7 @@ impl Experiment {
         let started = Instant::now();
         let run_dir = self.cfg.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+        self.lock_run_dir()?;
         write_file(
             &run_dir.join("config.toml"),
             self.cfg.to_toml_string()?.as_bytes(),
@@ -692,6 +710,7 @@ impl Experiment {
             accuracy_reports: final_accuracy,
         };
         write_file(&run_dir.join("summary.json"), &json_bytes(&summary)?)?;
+        self.lock = None;
         Ok(summary)
     }
 

@@ -295,3 +295,24 @@ fn a_run_that_merged_residuals_into_the_base_says_it_cannot_resume() {
         "{err}"
     );
 }
+
+#[test]
+fn a_run_directory_in_use_by_another_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config("busy", dir.path(), &["federation.rounds=1"]);
+    std::fs::create_dir_all(cfg.run_dir()).unwrap();
+    let held = checkpoint::lock(&cfg.run_dir()).unwrap();
+    for resume in [false, true] {
+        let mut exp = Experiment::build(&cfg).unwrap();
+        let err = if resume {
+            exp.resume(&mut Quiet)
+        } else {
+            exp.run(&mut Quiet)
+        }
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("in use by another cgfed process"), "{err}");
+    }
+    drop(held);
+    Experiment::build(&cfg).unwrap().run(&mut Quiet).unwrap();
+}

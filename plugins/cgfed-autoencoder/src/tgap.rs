@@ -55,7 +55,7 @@ impl SnapshotStore {
 
     /// Offer a snapshot (kept if it falls on the current stride).
     pub fn push(&mut self, s: Snapshot) {
-        if self.seen % self.stride == 0 {
+        if self.seen.is_multiple_of(self.stride) {
             self.snaps.push(s);
             if self.snaps.len() > self.max {
                 let mut i = 0;

@@ -130,7 +130,7 @@ fn pack_signs(x: &[f32], out: &mut Vec<u8>) {
 fn unpack_block(bits: &[u8], lo: usize, hi: usize, scale: f32, out: &mut Vec<f32>) {
     let pos = scale.to_bits();
     let value = |byte: u8, j: usize| f32::from_bits(pos | ((((byte >> j) & 1) as u32) << 31));
-    if lo % 8 == 0 {
+    if lo.is_multiple_of(8) {
         // Byte-aligned (every block of a per-tensor or multiple-of-8 block size): 8 at a time.
         let bytes = &bits[lo / 8..hi.div_ceil(8)];
         let full = (hi - lo) / 8;

@@ -149,7 +149,7 @@ pub fn draw_positions(n: usize, k: usize, rng: &mut impl Rng) -> Vec<u32> {
     let mut out = Vec::with_capacity(k);
     for (w, &word) in bits.iter().enumerate() {
         let mut x = if complement { !word } else { word };
-        if complement && w == bits.len() - 1 && n % 64 != 0 {
+        if complement && w == bits.len() - 1 && !n.is_multiple_of(64) {
             x &= (1u64 << (n % 64)) - 1;
         }
         while x != 0 {

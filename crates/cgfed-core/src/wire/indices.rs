@@ -216,7 +216,7 @@ fn read_bitmap(r: &mut ByteReader<'_>, n: usize, k: usize) -> Result<Vec<u32>> {
             "bitmap has {ones} positions set, its count says {k}"
         )));
     }
-    if n % 8 != 0 && b[b.len() - 1] >> (n % 8) != 0 {
+    if !n.is_multiple_of(8) && b[b.len() - 1] >> (n % 8) != 0 {
         return Err(Error::malformed("bitmap sets positions beyond the tensor"));
     }
     let mut out = Vec::with_capacity(k);

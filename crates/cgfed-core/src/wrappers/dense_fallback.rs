@@ -103,7 +103,7 @@ impl GradientCompressor for DenseFallback {
         let mut r = payload.open(&self.name)?;
         let specs = ctx.layout.specs();
         let flags = r.bytes(specs.len().div_ceil(8))?;
-        if specs.len() % 8 != 0 && flags[flags.len() - 1] >> (specs.len() % 8) != 0 {
+        if !specs.len().is_multiple_of(8) && flags[flags.len() - 1] >> (specs.len() % 8) != 0 {
             return Err(Error::malformed(
                 "fallback flags set beyond the last tensor",
             ));
