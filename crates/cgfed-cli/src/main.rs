@@ -308,9 +308,18 @@ fn compare(
     let records = cmp.run_all(&mut observer).map_err(|e| {
         anyhow::Error::new(e).context(format!("comparison {} failed", config.display()))
     })?;
-    let report = cgfed_runner::report::build(&records, &cmp.report_options())?;
-    let files = cgfed_runner::report::write(&report, &records, &cmp.dir)?;
     println!();
+    render(&records, &cmp.report_options(), &cmp.dir)
+}
+
+/// Build the report of `records`, write it into `out` and print its table and files.
+fn render(
+    records: &[cgfed_runner::report::RunRecord],
+    opts: &cgfed_runner::report::ReportOptions,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let report = cgfed_runner::report::build(records, opts)?;
+    let files = cgfed_runner::report::write(&report, records, out)?;
     print!("{}", cgfed_runner::report::terminal_table(&report));
     for f in files {
         println!("wrote {}", f.display());
@@ -369,13 +378,7 @@ fn report(
             PathBuf::from("runs/report")
         }
     });
-    let report = cgfed_runner::report::build(&records, &opts)?;
-    let files = cgfed_runner::report::write(&report, &records, &out)?;
-    print!("{}", cgfed_runner::report::terminal_table(&report));
-    for f in files {
-        println!("wrote {}", f.display());
-    }
-    Ok(())
+    render(&records, &opts, &out)
 }
 
 /// Load CONFIG, fetch the assets it names (with progress), and build the experiment.

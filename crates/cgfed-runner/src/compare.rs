@@ -41,7 +41,7 @@ use cgfed_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
-use crate::engine::{run_status, Experiment, Observer, RunStatus};
+use crate::engine::{run_status, Observer, RunStatus};
 use crate::metrics::RunSummary;
 use crate::report::{ReportOptions, RunRecord};
 
@@ -328,12 +328,7 @@ impl Comparison {
             let summary = match status {
                 RunStatus::Finished(s) => *s,
                 _ => {
-                    let mut exp = Experiment::build(&cfg).map_err(|e| match e {
-                        e @ (Error::Config { .. } | Error::UnknownPlugin { .. }) => {
-                            e.in_file(&self.path)
-                        }
-                        e => e,
-                    })?;
+                    let mut exp = crate::config::build_from_file(&cfg, &self.path)?;
                     if let Some((_, p)) = initial.iter().find(|(k, _)| *k == key) {
                         exp.set_initial_evaluation(p.initial_eval_loss, p.initial_accuracy.clone());
                     }

@@ -334,8 +334,13 @@ pub fn load_config(path: &Path, overrides: &[String]) -> Result<ExperimentConfig
 /// Load the config at `path` and build the experiment; configuration errors found while
 /// building (plugin names and parameters, `[model]`, `[data]`) also name the file.
 pub fn load_experiment(path: &Path, overrides: &[String]) -> Result<crate::Experiment> {
-    let cfg = load_config(path, overrides)?;
-    crate::Experiment::build(&cfg).map_err(|e| match e {
+    build_from_file(&load_config(path, overrides)?, path)
+}
+
+/// Build the experiment of `cfg`, read from the file at `path`: its configuration errors
+/// (plugin names and parameters, `[model]`, `[data]`) name the file.
+pub fn build_from_file(cfg: &ExperimentConfig, path: &Path) -> Result<crate::Experiment> {
+    crate::Experiment::build(cfg).map_err(|e| match e {
         e
         @ (Error::Config { .. } | Error::UnknownPlugin { .. } | Error::DuplicatePlugin { .. }) => {
             e.in_file(path)

@@ -125,10 +125,9 @@ pub fn run_status(cfg: &ExperimentConfig) -> Result<RunStatus> {
     }
     let summary = run_dir.join("summary.json");
     if summary.exists() {
-        let bytes = std::fs::read(&summary).map_err(|e| Error::io(&summary, e))?;
-        let s: RunSummary = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Other(format!("{}: {e}", summary.display())))?;
-        return Ok(RunStatus::Finished(Box::new(s)));
+        return Ok(RunStatus::Finished(Box::new(crate::metrics::read_summary(
+            &summary,
+        )?)));
     }
     let Some(dir) = checkpoint::latest(&run_dir)? else {
         return Ok(RunStatus::New);
@@ -459,17 +458,7 @@ impl Experiment {
             self.compressor.load_checkpoint(&own)?;
         }
         let metrics_path = run_dir.join("metrics.jsonl");
-        let text =
-            std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-        let history = text
-            .lines()
-            .take(progress.round)
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str::<RoundMetrics>(l)
-                    .map_err(|e| Error::Other(format!("{}:{}: {e}", metrics_path.display(), i + 1)))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let history = crate::metrics::read_rounds(&metrics_path, Some(progress.round))?;
         if history.len() != progress.round {
             return Err(Error::Other(format!(
                 "{}: {} rounds, the checkpoint has {}",

@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use cgfed_core::Phase;
+use std::path::Path;
+
+use cgfed_core::{Error, Phase, Result};
 use serde::{Deserialize, Serialize};
 
 /// Reconstruction quality of a decoded update against the true one (see
@@ -323,4 +325,38 @@ pub fn finite_mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
 /// `Some(v)` when `v` is finite.
 pub fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
+}
+
+/// Read a run's `summary.json`.
+///
+/// # Errors
+/// I/O errors and a file that is not a run summary, naming the file.
+pub fn read_summary(path: &Path) -> Result<RunSummary> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Other(format!("{}: not a valid run summary: {e}", path.display())))
+}
+
+/// Read the rounds of a run's `metrics.jsonl`, in file order, blank lines skipped; with
+/// `limit`, only the first `limit` rounds (the lines after them are not parsed, e.g. a
+/// line a crash cut short).
+///
+/// # Errors
+/// I/O errors and a line that is not a round's metrics, naming the file and line.
+pub fn read_rounds(path: &Path, limit: Option<usize>) -> Result<Vec<RoundMetrics>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| {
+                Error::Other(format!(
+                    "{}:{}: not a round's metrics: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
+        .collect()
 }

@@ -2,11 +2,14 @@
 //! on identical splits, seeds and initial model, finished variants skipped, interrupted
 //! ones resumed, and the report built from the records.
 
+mod common;
+
 use cgfed_core::Error;
 use cgfed_plugins as _;
 use cgfed_runner::compare::{self, merge, CompareObserver};
 use cgfed_runner::report::{self, RunRecord};
-use cgfed_runner::{load_comparison, Observer, Quiet, RoundMetrics, RunStatus, RunSummary};
+use cgfed_runner::{load_comparison, Observer, Quiet, RunStatus, RunSummary};
+use common::StopAfter;
 
 fn base(out: &std::path::Path) -> String {
     format!(
@@ -77,29 +80,14 @@ struct Log {
     done: Vec<String>,
     stop: Option<(usize, usize)>,
     current: usize,
-    run: Stop,
-}
-
-#[derive(Default)]
-struct Stop {
-    after: Option<usize>,
-    seen: usize,
-}
-
-impl Observer for Stop {
-    fn on_round(&mut self, _: &RoundMetrics) {
-        self.seen += 1;
-    }
-    fn keep_going(&mut self) -> bool {
-        self.after.is_none_or(|a| self.seen < a)
-    }
+    run: StopAfter,
 }
 
 impl CompareObserver for Log {
     fn on_variant(&mut self, index: usize, name: &str, status: &RunStatus) {
         self.current = index;
         self.statuses.push((name.to_string(), status.clone()));
-        self.run = Stop {
+        self.run = StopAfter {
             after: self.stop.filter(|s| s.0 == index).map(|s| s.1),
             seen: 0,
         };

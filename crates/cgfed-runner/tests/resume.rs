@@ -9,24 +9,9 @@ mod common;
 use cgfed_core::Error;
 use cgfed_plugins as _;
 use cgfed_runner::checkpoint;
-use cgfed_runner::{run_status, Experiment, ExperimentConfig, Observer, Quiet, RunStatus};
-use common::small_config;
+use cgfed_runner::{run_status, Experiment, ExperimentConfig, Quiet, RunStatus};
+use common::{small_config, StopAfter};
 use serde_json::Value;
-
-/// Stops the run after `after` rounds.
-struct StopAfter {
-    after: usize,
-    seen: usize,
-}
-
-impl Observer for StopAfter {
-    fn on_round(&mut self, _: &cgfed_runner::RoundMetrics) {
-        self.seen += 1;
-    }
-    fn keep_going(&mut self) -> bool {
-        self.seen < self.after
-    }
-}
 
 /// `v` without wall-clock timings (`time_*` keys, `*_seconds`, `wall_s`), recursively.
 fn untimed(mut v: Value) -> Value {
@@ -78,7 +63,7 @@ fn interrupted_equals_uninterrupted(extra: &[&str], k: usize, crash_debris: bool
     let cut = small_config("cut", dir.path(), extra);
     let err = Experiment::build(&cut)
         .unwrap()
-        .run(&mut StopAfter { after: k, seen: 0 })
+        .run(&mut StopAfter::new(k))
         .unwrap_err();
     assert!(
         matches!(err, Error::Interrupted { round } if round == k),
@@ -193,7 +178,7 @@ fn a_run_interrupted_during_calibration_starts_over() {
     let cfg = small_config("cal", dir.path(), CG);
     let err = Experiment::build(&cfg)
         .unwrap()
-        .run(&mut StopAfter { after: 1, seen: 0 })
+        .run(&mut StopAfter::new(1))
         .unwrap_err();
     assert!(matches!(err, Error::Interrupted { round: 1 }), "{err}");
     assert_eq!(
@@ -282,7 +267,7 @@ fn a_run_that_merged_residuals_into_the_base_says_it_cannot_resume() {
     let cfg = small_config("merged", dir.path(), &["aggregator.lora=product"]);
     let err = Experiment::build(&cfg)
         .unwrap()
-        .run(&mut StopAfter { after: 1, seen: 0 })
+        .run(&mut StopAfter::new(1))
         .unwrap_err();
     assert!(matches!(err, Error::Interrupted { round: 1 }), "{err}");
     let err = Experiment::build(&cfg)

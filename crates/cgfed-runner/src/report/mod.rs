@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 use cgfed_core::{Error, Phase, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{finite_mean, RoundMetrics, RunSummary};
+use crate::metrics::{finite_mean, read_rounds, read_summary, RoundMetrics, RunSummary};
 
 pub use table::{human_bytes, markdown_table, terminal_table, thousands};
 
@@ -74,32 +74,13 @@ impl RunRecord {
                 summary_path.display()
             )));
         }
-        let text =
-            std::fs::read_to_string(&summary_path).map_err(|e| Error::io(&summary_path, e))?;
-        let summary: RunSummary = serde_json::from_str(&text).map_err(|e| {
-            Error::Other(format!(
-                "{}: not a valid run summary: {e}",
-                summary_path.display()
-            ))
-        })?;
-
-        let metrics_path = dir.join("metrics.jsonl");
-        let text =
-            std::fs::read_to_string(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
-        let mut by_round = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let m: RoundMetrics = serde_json::from_str(line).map_err(|e| {
-                Error::Other(format!(
-                    "{}:{}: not a round's metrics: {e}",
-                    metrics_path.display(),
-                    i + 1
-                ))
-            })?;
-            by_round.insert(m.round, m);
-        }
+        let summary = read_summary(&summary_path)?;
+        // A round written twice keeps its last line.
+        let by_round: BTreeMap<usize, RoundMetrics> =
+            read_rounds(&dir.join("metrics.jsonl"), None)?
+                .into_iter()
+                .map(|m| (m.round, m))
+                .collect();
         Ok(Self {
             label: label.into(),
             dir: dir.to_path_buf(),

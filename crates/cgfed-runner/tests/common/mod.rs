@@ -47,3 +47,31 @@ pub fn read_metrics(cfg: &ExperimentConfig) -> Vec<cgfed_runner::RoundMetrics> {
         .map(|l| serde_json::from_str(l).expect("valid JSON line"))
         .collect()
 }
+
+/// An observer that stops a run after `after` rounds (never with `None`).
+#[derive(Debug, Default)]
+pub struct StopAfter {
+    /// Rounds after which `keep_going` answers `false`.
+    pub after: Option<usize>,
+    /// Rounds seen so far.
+    pub seen: usize,
+}
+
+impl StopAfter {
+    /// Stop after `after` rounds.
+    pub fn new(after: usize) -> Self {
+        Self {
+            after: Some(after),
+            seen: 0,
+        }
+    }
+}
+
+impl cgfed_runner::Observer for StopAfter {
+    fn on_round(&mut self, _: &cgfed_runner::RoundMetrics) {
+        self.seen += 1;
+    }
+    fn keep_going(&mut self) -> bool {
+        self.after.is_none_or(|a| self.seen < a)
+    }
+}
