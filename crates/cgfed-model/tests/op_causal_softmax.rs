@@ -3,7 +3,7 @@
 //! without a padding bias, grouped rows (several query heads per kv head), shapes big enough
 //! to take the multi-threaded path.
 
-mod common;
+use crate::common;
 use common::max_rel;
 
 use anyhow::Result;

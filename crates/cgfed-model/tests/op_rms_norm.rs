@@ -1,7 +1,7 @@
 //! Fused RMSNorm (`ops::rms_norm`) against candle-nn's differentiable `rms_norm_slow`:
 //! values and gradients for x and w, f32 and f64, contiguous and strided inputs, edge shapes.
 
-mod common;
+use crate::common;
 use common::max_rel;
 
 use anyhow::Result;

@@ -2,7 +2,7 @@
 //! `rope_slow` / `rope_i_slow`: values and input gradients, f32 and f64, contiguous and
 //! strided inputs, longer tables, edge shapes.
 
-mod common;
+use crate::common;
 use common::max_rel;
 
 use anyhow::Result;

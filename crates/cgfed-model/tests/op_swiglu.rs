@@ -1,7 +1,7 @@
 //! Fused SwiGLU (`ops::swiglu`) against the composition `gate.silu()? * up`: values and
 //! gradients for both inputs, f32 and f64, contiguous and strided inputs, edge shapes.
 
-mod common;
+use crate::common;
 use common::max_rel;
 
 use anyhow::Result;

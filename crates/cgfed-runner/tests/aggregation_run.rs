@@ -2,7 +2,7 @@
 //! exact LoRA product's base residual is charged as downlink to every client that has not
 //! received it yet.
 
-mod common;
+use crate::common;
 
 use cgfed_core::{registry, PluginTable};
 use cgfed_plugins as _;

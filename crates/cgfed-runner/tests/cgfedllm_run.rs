@@ -2,7 +2,7 @@
 //! counted, marked), the fitted autoencoder shipped and used on D2, the SNR fallback,
 //! `Experiment::calibrate` + `load`, and error feedback.
 
-mod common;
+use crate::common;
 
 use cgfed_core::Phase;
 use cgfed_plugins as _;

@@ -2,7 +2,7 @@
 //! on identical splits, seeds and initial model, finished variants skipped, interrupted
 //! ones resumed, and the report built from the records.
 
-mod common;
+use crate::common;
 
 use cgfed_core::Error;
 use cgfed_plugins as _;

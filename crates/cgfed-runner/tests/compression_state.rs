@@ -2,7 +2,7 @@
 //! not sampled and written to the checkpoint every round; downlink compression with the
 //! server's own residual and exact catch-up byte accounting.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

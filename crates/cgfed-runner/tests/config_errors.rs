@@ -1,7 +1,5 @@
 //! Config errors name the file, the key path and the accepted values.
 
-mod common;
-
 use cgfed_plugins as _;
 use cgfed_runner::{load_config, Experiment, ExperimentConfig};
 

@@ -1,7 +1,7 @@
 //! `[faults]` in real runs on the tiny model: drop-outs, stragglers, the quorum, and
 //! Byzantine payloads that must never reach the global model.
 
-mod common;
+use crate::common;
 
 use cgfed_plugins as _;
 use cgfed_runner::{run_experiment, ClientStatus, Quiet};

@@ -1,6 +1,6 @@
 //! End-to-end federated runs of the tiny model: learning, byte accounting, determinism.
 
-mod common;
+use crate::common;
 
 use cgfed_core::Payload;
 use cgfed_plugins as _;

@@ -1,7 +1,7 @@
 //! `[privacy]` in real runs: central DP without noise is exactly the uniform mean of the
 //! clipped updates; the reported ε is the accountant's; client-side noise is seeded.
 
-mod common;
+use crate::common;
 
 use cgfed_aggregators::privacy::epsilon_for;
 use cgfed_plugins as _;

@@ -1,7 +1,7 @@
 //! Malformed payloads are rejected and counted; the round goes on, and a round with no
 //! valid update is skipped (global state unchanged), never a crash.
 
-mod common;
+use crate::common;
 
 use cgfed_core::builtin::none::NoCompression;
 use cgfed_core::{

@@ -2,7 +2,7 @@
 //! rows and totals, the target rule, the files written (Markdown, JSON, SVG and PNG
 //! plots), and the errors of bad run directories and options.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

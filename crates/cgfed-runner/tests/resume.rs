@@ -4,7 +4,7 @@
 //! residuals, an adaptive server optimizer, downlink compression with its residual, and
 //! cgfedllm's fitted (and FAF-fine-tuned) autoencoder.
 
-mod common;
+use crate::common;
 
 use cgfed_core::Error;
 use cgfed_plugins as _;

@@ -7,7 +7,7 @@
 //! 4.676): sign flip — fedavg 6.032, median 4.733, trimmed-mean 4.719, krum 4.764;
 //! scaled — fedavg 5.332, median 4.653, trimmed-mean 4.668, krum 4.764.
 
-mod common;
+use crate::common;
 
 use cgfed_plugins as _;
 use cgfed_runner::{run_experiment, Quiet, RoundMetrics, RunSummary};

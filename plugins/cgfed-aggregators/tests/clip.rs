@@ -1,6 +1,6 @@
 //! `clip_norm` on every aggregator: fixed and median bounds, the `clipped` metric, errors.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit::{self, random_values};
 use common::*;

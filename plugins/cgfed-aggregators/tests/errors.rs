@@ -1,7 +1,7 @@
 //! What every aggregator does with bad input: an empty round, NaN and infinities, a wrong
 //! layout, unknown keys; and determinism.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit::{self, random_values};
 use cgfed_core::Error;

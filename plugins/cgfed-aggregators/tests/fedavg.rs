@@ -1,6 +1,6 @@
 //! `fedavg` arithmetic and config.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit;
 use common::*;

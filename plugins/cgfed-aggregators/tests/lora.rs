@@ -1,6 +1,6 @@
 //! `fedavg` with `lora = "product"`: the exact LoRA product's residual for the base weights.
 
-mod common;
+use crate::common;
 
 use cgfed_core::candle_core::Device;
 use cgfed_core::testkit::{self, random_values};

@@ -1,7 +1,7 @@
 //! Robust aggregators: `median`, `trimmed-mean`, `krum` / multi-Krum — hand-computed
 //! values, behaviour under Byzantine clients, properties.
 
-mod common;
+use crate::common;
 
 use cgfed_aggregators::{Krum, KrumConfig};
 use cgfed_core::testkit::{self, random_values};

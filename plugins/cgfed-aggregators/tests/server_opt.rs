@@ -1,7 +1,7 @@
 //! Server optimizers: `fedavgm`, `fedadam`, `fedyogi`, `fedadagrad` — hand-computed rounds,
 //! state checkpoints, describe strings and config errors.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit::{self, random_values};
 use cgfed_core::{Aggregator, ClientUpdate, Error, Layout};

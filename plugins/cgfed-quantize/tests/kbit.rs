@@ -2,7 +2,7 @@
 //! length, hand-checked codes, crafted malformed payloads, config errors, composition as a
 //! second stage through the registry, and error feedback.
 
-mod common;
+use crate::common;
 
 use cgfed_core::candle_core::Device;
 use cgfed_core::metrics::rel_err;

@@ -3,7 +3,7 @@
 //! payloads, config errors, composition as a second stage through the registry, and the
 //! measured error on Gaussian data.
 
-mod common;
+use crate::common;
 
 use cgfed_core::candle_core::Device;
 use cgfed_core::metrics::rel_err;

@@ -2,7 +2,7 @@
 //! bits and scales, crafted malformed payloads, config errors, composition as a second
 //! stage through the registry, and error feedback (EF-signSGD).
 
-mod common;
+use crate::common;
 
 use cgfed_core::metrics::rel_err;
 use cgfed_core::testkit::{self, Expect};

@@ -1,7 +1,7 @@
 //! `approx-topk`: conformance, the kept count around k, the hierarchical step, `kept()`,
 //! malformed payloads, config errors and composition.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit::{self, Expect};
 use cgfed_core::{ClientState, Payload};

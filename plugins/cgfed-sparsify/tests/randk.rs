@@ -2,7 +2,7 @@
 //! the n/k scale, malformed payloads, config errors, composition with fp16 and error
 //! feedback.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit::{self, Expect};
 use cgfed_core::{ClientState, Layout, Payload};

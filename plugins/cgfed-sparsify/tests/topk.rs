@@ -1,7 +1,7 @@
 //! `topk`: conformance (both scopes), exact wire bytes, tie rule, malformed payloads,
 //! config errors, composition with bf16 and error feedback.
 
-mod common;
+use crate::common;
 
 use cgfed_core::testkit::{self, Expect, TopK as TopKPromise};
 use cgfed_core::wire::indices;
